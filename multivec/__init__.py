@@ -1,0 +1,54 @@
+"""multivec: late-interaction (multi-vector) retrieval on the vector databases you already run.
+
+Each document's token vectors are stored in the database together with a MUVERA
+fixed-dimensional encoding (FDE) that the database's own ANN index searches; the candidates are
+then rescored client-side with exact MaxSim::
+
+    import multivec
+    col = multivec.connect("lancedb://./data", "papers", dim=384)
+    col.upsert(ids, token_matrices, metadata)
+    for hit in col.search(query_tokens, k=10, filter=multivec.Field("year") >= 2020):
+        print(hit.id, hit.score, hit.metadata)
+
+Importing this package loads no database SDK; a backend's SDK is imported when a URI with its
+scheme is first opened.
+"""
+
+from __future__ import annotations
+
+from multivec._collection import Collection, connect
+from multivec._filters import Field, Filter
+from multivec._models import CollectionInfo, Document, Hit, SearchResult, StageTimings
+from multivec._uri import URI
+from multivec.errors import (
+    BackendError,
+    CollectionNotFoundError,
+    ConfigMismatchError,
+    ConfigurationError,
+    DimensionMismatchError,
+    InvalidInputError,
+    MultivecError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "URI",
+    "BackendError",
+    "Collection",
+    "CollectionInfo",
+    "CollectionNotFoundError",
+    "ConfigMismatchError",
+    "ConfigurationError",
+    "DimensionMismatchError",
+    "Document",
+    "Field",
+    "Filter",
+    "Hit",
+    "InvalidInputError",
+    "MultivecError",
+    "SearchResult",
+    "StageTimings",
+    "__version__",
+    "connect",
+]

@@ -1,0 +1,383 @@
+"""The collection façade: the write path and the two-stage search, the same on every backend.
+
+Search: encode the query's FDE → the database's ANN index returns ``candidates`` ids (with the
+filter pushed down) → fetch their token matrices → exact MaxSim → top ``k``.
+Write: validate everything first (so a bad batch writes nothing) → convert tokens to the stored
+precision → encode FDEs from exactly those stored values (so re-encoding after a migration gives
+the same FDEs) → write in batches sized by bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from multivec._filters import Filter
+from multivec._models import (
+    FORMAT_VERSION,
+    CollectionInfo,
+    Document,
+    Hit,
+    SearchResult,
+    StageTimings,
+)
+from multivec._uri import URI
+from multivec._validation import (
+    DocId,
+    StorageDtype,
+    check_ids,
+    check_metadata,
+    check_query,
+    check_texts,
+    check_token_matrices,
+    id_to_key,
+    key_to_id,
+)
+from multivec.backends import Backend, Fetched, WriteBatch, get_backend
+from multivec.errors import (
+    CollectionNotFoundError,
+    ConfigMismatchError,
+    ConfigurationError,
+    InvalidInputError,
+    MultivecError,
+    PartialWriteError,
+)
+from multivec.muvera import FDEConfig, FDEEncoder
+from multivec.rerank import maxsim_packed
+
+__all__ = ["DEFAULT_FDE_PRESET", "Collection", "connect"]
+
+DEFAULT_FDE_PRESET = "muvera-10240"
+# Write requests stay below this even where a database has no limit, to bound client memory.
+_DEFAULT_REQUEST_BYTES = 32 * 2**20
+# Headroom for the request envelope (field names, protobuf/JSON framing) under a server's cap.
+_REQUEST_HEADROOM = 0.8
+
+
+def _resolve_fde(fde: FDEConfig | str | None, dim: int) -> FDEConfig:
+    if fde is None:
+        return FDEConfig.preset(DEFAULT_FDE_PRESET, dim=dim)
+    if isinstance(fde, str):
+        return FDEConfig.preset(fde, dim=dim)
+    if fde.dim != dim:
+        raise ConfigurationError(
+            f"the FDE configuration is for dim={fde.dim}, the collection has dim={dim}"
+        )
+    return fde
+
+
+def connect(
+    uri: str | URI,
+    collection: str = "default",
+    *,
+    dim: int | None = None,
+    fde: FDEConfig | str | None = None,
+    dtype: StorageDtype | None = None,
+    encoder: str | None = None,
+) -> Collection:
+    """Open a collection, creating it if it does not exist.
+
+    Args:
+        uri: Where the data lives, e.g. ``"lancedb://./data"`` or ``"memory://"``.
+        collection: The collection's name.
+        dim: The token vector dimension; required to create a collection, checked on open.
+        fde: An :class:`~multivec.muvera.FDEConfig` or a preset name (default
+            ``"muvera-10240"``). Used at creation; on open it must match what is stored.
+        dtype: Storage precision of token vectors, ``"float16"`` (default) or ``"float32"``.
+        encoder: An optional id of the model that produced the vectors, stored for reference.
+
+    Returns:
+        The open :class:`Collection`.
+
+    Raises:
+        CollectionNotFoundError: The collection does not exist and ``dim`` was not given.
+        ConfigMismatchError: The stored configuration differs from ``dim``, ``fde`` or ``dtype``.
+
+    Example:
+        >>> import numpy as np, multivec
+        >>> col = multivec.connect("memory://doctest", "docs", dim=8, fde="muvera-1280")
+        >>> rng = np.random.default_rng(0)
+        >>> col.upsert(["a", 7], [rng.normal(size=(5, 8)), rng.normal(size=(3, 8))])
+        >>> col.count()
+        2
+        >>> col.search(rng.normal(size=(4, 8)), k=1).ids[0] in ("a", 7)
+        True
+        >>> col.drop()
+    """
+    parsed = URI.parse(uri)
+    backend = get_backend(parsed.scheme)(parsed, collection)
+    stored = backend.load_info()
+    if stored is None:
+        if dim is None:
+            backend.close()
+            raise CollectionNotFoundError(
+                f"collection {collection!r} does not exist at {parsed}; pass dim= to create it"
+            )
+        if backend.max_vector_dim is not None and dim > backend.max_vector_dim:
+            raise ConfigurationError(
+                f"token dimension {dim} exceeds {parsed.scheme}'s limit of {backend.max_vector_dim}"
+            )
+        info = CollectionInfo(
+            dim=dim, dtype=dtype or "float16", fde=_resolve_fde(fde, dim), encoder=encoder
+        )
+        if backend.max_vector_dim is not None and info.fde_dim > backend.max_vector_dim:
+            raise ConfigurationError(
+                f"the FDE has {info.fde_dim} dimensions, over {parsed.scheme}'s limit of "
+                f"{backend.max_vector_dim}; use an FDE with final_dim <= {backend.max_vector_dim}"
+            )
+        backend.create(info)
+        return Collection(backend, info)
+    _check_stored(stored, dim=dim, fde=fde, dtype=dtype, where=f"{parsed}/{collection}")
+    return Collection(backend, stored)
+
+
+def _check_stored(
+    stored: CollectionInfo,
+    *,
+    dim: int | None,
+    fde: FDEConfig | str | None,
+    dtype: str | None,
+    where: str,
+) -> None:
+    if stored.format_version != FORMAT_VERSION:
+        raise ConfigMismatchError(
+            f"{where} was written in storage format {stored.format_version}; this multivec reads "
+            f"format {FORMAT_VERSION}. Export it with the multivec version that wrote it."
+        )
+    problems = []
+    if dim is not None and dim != stored.dim:
+        problems.append(f"dim {dim} != stored {stored.dim}")
+    if dtype is not None and dtype != stored.dtype:
+        problems.append(f"dtype {dtype} != stored {stored.dtype}")
+    if fde is not None and _resolve_fde(fde, stored.dim) != stored.fde:
+        problems.append(f"fde {fde!r} != stored {stored.fde!r}")
+    if problems:
+        raise ConfigMismatchError(
+            f"{where} exists with a different configuration: {'; '.join(problems)}. "
+            "Open it without those arguments to use the stored configuration."
+        )
+
+
+class Collection:
+    """A multi-vector collection in one database; create it with :func:`connect`."""
+
+    def __init__(self, backend: Backend, info: CollectionInfo) -> None:
+        self._backend = backend
+        self.info = info
+        self._fde = FDEEncoder(info.fde)
+        self._query_fde = FDEEncoder(info.fde.for_queries())
+        limit = backend.max_request_bytes or _DEFAULT_REQUEST_BYTES
+        self._request_bytes = int(limit * _REQUEST_HEADROOM)
+
+    @property
+    def name(self) -> str:
+        """The collection's name."""
+        return self._backend.collection
+
+    @property
+    def backend(self) -> Backend:
+        """The backend adapter (for its capability flags and backend-specific operations)."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self._backend.uri)!r}, {self.name!r}, dim={self.info.dim})"
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        self._backend.close()
+
+    def drop(self) -> None:
+        """Delete the collection and all its documents."""
+        self._backend.drop()
+
+    def count(self) -> int:
+        """The number of documents."""
+        return self._backend.count()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        ids: Sequence[DocId],
+        vectors: Sequence[npt.ArrayLike] | npt.NDArray[Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        texts: Sequence[str | None] | None = None,
+    ) -> None:
+        """Insert documents, replacing any with the same id.
+
+        Args:
+            ids: One id per document, ``str`` or ``int``; returned exactly as given.
+            vectors: One ``(n_tokens, dim)`` token matrix per document.
+            metadata: Optional JSON-object metadata per document (filterable).
+            texts: Optional source text per document, returned with hits.
+
+        Raises:
+            InvalidInputError: Anything wrong with the input; nothing is written then.
+            PartialWriteError: The database failed after some batches were written; the error
+                lists which ids were and were not written. Retrying the call is safe.
+        """
+        keys = check_ids(ids)
+        if len(vectors) != len(keys):
+            raise InvalidInputError(f"got {len(keys)} ids but {len(vectors)} token matrices")
+        matrices = check_token_matrices(vectors, self.info.dim, self.info.dtype)
+        metas = check_metadata(metadata, len(keys))
+        docs_texts = check_texts(texts, len(keys))
+        meta_bytes = [len(json.dumps(m, ensure_ascii=False).encode()) for m in metas]
+        if not keys:
+            return
+        written: list[str] = []
+        for start, stop in self._byte_batches(keys, matrices, meta_bytes, docs_texts):
+            batch_vectors = matrices[start:stop]
+            fdes = self._fde.encode_documents([m.astype(np.float32) for m in batch_vectors])
+            batch = WriteBatch(
+                keys[start:stop], fdes, batch_vectors, metas[start:stop], docs_texts[start:stop]
+            )
+            try:
+                self._backend.upsert(batch)
+            except MultivecError as exc:
+                if not written:
+                    raise
+                raise _partial(exc, written, keys[len(written) :]) from exc
+            except Exception as exc:
+                raise _partial(exc, written, keys[len(written) :]) from exc
+            written.extend(batch.keys)
+
+    def _byte_batches(
+        self,
+        keys: list[str],
+        matrices: list[npt.NDArray[Any]],
+        meta_bytes: list[int],
+        texts: list[str | None],
+    ) -> Iterator[tuple[int, int]]:
+        fde_bytes = 4 * self.info.fde_dim
+        start, size = 0, 0
+        for i, matrix in enumerate(matrices):
+            doc = fde_bytes + matrix.nbytes + meta_bytes[i] + len(keys[i]) + len(texts[i] or "") * 4
+            if doc > self._request_bytes:
+                raise InvalidInputError(
+                    f"document {key_to_id(keys[i])!r} needs {doc} bytes, over the "
+                    f"{self._request_bytes}-byte request limit of this backend; split it or "
+                    "reduce its tokens (e.g. token pooling)"
+                )
+            if size + doc > self._request_bytes and i > start:
+                yield start, i
+                start, size = i, 0
+            size += doc
+        yield start, len(matrices)
+
+    def delete(self, ids: Sequence[DocId]) -> None:
+        """Delete documents by id; ids that are not stored are ignored."""
+        keys = [id_to_key(i) for i in ids]
+        if keys:
+            self._backend.delete(keys)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[DocId]) -> list[Document]:
+        """Return the stored documents for ``ids``, in that order; missing ids are left out."""
+        keys = [id_to_key(i) for i in ids]
+        fetched = self._backend.fetch(keys) if keys else None
+        if fetched is None:
+            return []
+        found = _documents(fetched)
+        by_key = {id_to_key(d.id): d for d in found}
+        return [by_key[k] for k in keys if k in by_key]
+
+    def iter_documents(
+        self, batch_size: int = 256, *, start_after: DocId | None = None
+    ) -> Iterator[list[Document]]:
+        """Iterate over all documents in batches, in a stable order (by id, strings after ints).
+
+        Args:
+            batch_size: Documents per batch.
+            start_after: Resume after this id (the last id of the last batch seen), e.g. after
+                a crash; the batch size may differ between runs.
+        """
+        if batch_size < 1:
+            raise InvalidInputError("batch_size must be at least 1")
+        cursor = None if start_after is None else id_to_key(start_after)
+        while True:
+            fetched = self._backend.scan(cursor, batch_size)
+            if not fetched.keys:
+                return
+            yield _documents(fetched)
+            cursor = fetched.keys[-1]
+
+    # --- search --------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query_vectors: npt.ArrayLike,
+        k: int = 10,
+        candidates: int = 200,
+        filter: Filter | Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """Find the ``k`` documents with the highest exact MaxSim score.
+
+        Args:
+            query_vectors: The query's ``(n_tokens, dim)`` token matrix.
+            k: How many hits to return.
+            candidates: How many documents the FDE index returns for exact rescoring; more
+                gives higher recall at higher latency (200 is a good start).
+            filter: A :class:`~multivec.Filter` or dict filter on metadata, applied in the
+                index search.
+
+        Returns:
+            The hits, best first, with the time spent in each stage.
+        """
+        if k < 1:
+            raise InvalidInputError(f"k must be at least 1, got {k}")
+        candidates = max(candidates, k)
+        flt = Filter.parse(filter)
+        t0 = time.perf_counter()
+        query = check_query(query_vectors, self.info.dim)
+        fde_query = self._query_fde.encode_queries([query])[0]
+        t1 = time.perf_counter()
+        keys, _ = self._backend.ann(fde_query, candidates, flt)
+        t2 = time.perf_counter()
+        fetched = self._backend.fetch(keys)
+        t3 = time.perf_counter()
+        hits = self._rerank(query, fetched, k)
+        t4 = time.perf_counter()
+        return SearchResult(hits, StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3), len(keys))
+
+    def _rerank(self, query: npt.NDArray[np.float32], fetched: Fetched, k: int) -> tuple[Hit, ...]:
+        if not fetched.keys:
+            return ()
+        scores = maxsim_packed(query, fetched.tokens, fetched.offsets)
+        # Ties are broken by key so every backend returns the same order for the same data.
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), fetched.keys[i]))[:k]
+        metadata = fetched.metadata or [{}] * len(fetched.keys)
+        texts = fetched.texts or [None] * len(fetched.keys)
+        return tuple(
+            Hit(key_to_id(fetched.keys[i]), float(scores[i]), metadata[i], texts[i]) for i in order
+        )
+
+
+def _documents(fetched: Fetched) -> list[Document]:
+    metadata = fetched.metadata or [{}] * len(fetched.keys)
+    texts = fetched.texts or [None] * len(fetched.keys)
+    return [
+        Document(key_to_id(key), fetched.matrix(i), metadata[i], texts[i])
+        for i, key in enumerate(fetched.keys)
+    ]
+
+
+def _partial(exc: Exception, written: list[str], not_written: list[str]) -> PartialWriteError:
+    return PartialWriteError(
+        f"upsert failed part way: {exc}",
+        [key_to_id(k) for k in written],
+        [key_to_id(k) for k in not_written],
+    )

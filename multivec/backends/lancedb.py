@@ -1,0 +1,314 @@
+"""``lancedb://<directory>``: LanceDB, embedded, the default on one machine.
+
+Layout: one Lance table per collection, one row per document:
+
+=========  ===========================================  ==========================================
+column     Arrow type                                   why
+=========  ===========================================  ==========================================
+key        string                                       the typed document id; ``merge_insert`` key
+fde        fixed_size_list<float32>[fde_dim]            the ANN column, searched with ``dot``
+tokens     list<fixed_size_list<float16|float32>[dim]>  the token matrix (Lance's multivector type)
+metadata   lance.json (JSONB)                           filterable with Lance's JSON functions
+text       string, nullable                             the source text, if given
+=========  ===========================================  ==========================================
+
+The collection's :class:`~multivec.CollectionInfo` is kept in the table's schema metadata under
+``multivec``. Storage per document is about ``4·fde_dim + 2·n_tokens·dim`` bytes (float16) plus
+metadata and text.
+
+Upserts use ``merge_insert("key")`` because a plain ``add`` would duplicate existing ids.
+Filters are translated to Lance SQL over the JSON column and applied as a *pre*-filter of the
+vector search, so ``candidates`` results come back even under a selective filter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from multivec._filters import And, Contains, Eq, Exists, Filter, In, Not, Or, Range, Scalar
+from multivec._models import CollectionInfo
+from multivec.backends._base import Backend, Fetched, WriteBatch
+from multivec.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidFilterError,
+    MissingDependencyError,
+)
+
+try:
+    import lancedb
+    import pyarrow as pa
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(exc.name or "lancedb", "lancedb") from exc
+
+__all__ = ["LanceDBBackend", "to_lance_sql"]
+
+_INFO_KEY = b"multivec"
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A key IN (...) list this long keeps a single SQL statement small enough to plan quickly.
+_IN_CHUNK = 1000
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_num(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def _path(field: str) -> str:
+    # JSONPath bracket notation accepts any key once quotes and backslashes are escaped.
+    return "$[" + json.dumps(field) + "]"
+
+
+def _raw(field: str) -> str:
+    return f"json_extract(metadata, {_sql_str(_path(field))})"
+
+
+def _number(field: str) -> str:
+    # TRY_CAST yields NULL for strings, booleans and null, so a number comparison never
+    # matches another JSON type and never fails on a mixed-type field.
+    return f"TRY_CAST({_raw(field)} AS DOUBLE)"
+
+
+def _eq(field: str, value: Scalar) -> str:
+    if isinstance(value, bool):
+        return f"{_raw(field)} = {_sql_str('true' if value else 'false')}"
+    if isinstance(value, (int, float)):
+        return f"{_number(field)} = {_sql_num(value)}"
+    # The LIKE guard restricts the match to JSON strings (json_get_string would also render
+    # the number 5 as '5').
+    return (
+        f"({_raw(field)} LIKE '\"%' AND json_get_string(metadata, {_sql_str(field)}) = "
+        f"{_sql_str(value)})"
+    )
+
+
+def _leaf(f: Filter) -> str:
+    if isinstance(f, Eq):
+        return _eq(f.field, f.value)
+    if isinstance(f, In):
+        return "(" + " OR ".join(_eq(f.field, v) for v in f.values) + ")"
+    if isinstance(f, Range):
+        num = _number(f.field)
+        bounds = [(f.gt, ">"), (f.gte, ">="), (f.lt, "<"), (f.lte, "<=")]
+        return (
+            "("
+            + " AND ".join(f"{num} {op} {_sql_num(v)}" for v, op in bounds if v is not None)
+            + ")"
+        )
+    if isinstance(f, Exists):
+        return f"({_raw(f.field)} IS NOT NULL AND {_raw(f.field)} <> 'null')"
+    if isinstance(f, Contains):
+        value = f.value
+        literal = json.dumps(value) if not isinstance(value, str) else value
+        # json_array_contains compares rendered values, so a string "1" and a number 1 would
+        # both match; the type check on an exact element match is left to the conformance test.
+        return f"json_array_contains(metadata, {_sql_str(_path(f.field))}, {_sql_str(literal)})"
+    raise InvalidFilterError(f"LanceDB cannot translate filter node {type(f).__name__}")
+
+
+def to_lance_sql(f: Filter) -> str:
+    """Translate a filter to a Lance SQL predicate over the ``metadata`` JSON column.
+
+    Every leaf is wrapped in ``COALESCE(..., false)`` so SQL's three-valued logic (a missing
+    field is NULL, and ``NOT NULL`` is NULL) gives the same answers as :meth:`Filter.matches`.
+    """
+    if isinstance(f, And):
+        return "(" + " AND ".join(to_lance_sql(x) for x in f.filters) + ")"
+    if isinstance(f, Or):
+        return "(" + " OR ".join(to_lance_sql(x) for x in f.filters) + ")"
+    if isinstance(f, Not):
+        return f"(NOT {to_lance_sql(f.filter)})"
+    return f"COALESCE({_leaf(f)}, false)"
+
+
+class LanceDBBackend(Backend):
+    """LanceDB (Lance format) in a local directory; see the module docstring for the layout."""
+
+    scheme: ClassVar[str] = "lancedb"
+    extra: ClassVar[str | None] = "lancedb"
+    supports_native_multivector: ClassVar[bool] = True
+
+    def __init__(self, uri: Any, collection: str) -> None:
+        super().__init__(uri, collection)
+        if not uri.location:
+            raise ConfigurationError("lancedb:// needs a directory, e.g. lancedb://./data")
+        if not _TABLE_NAME.match(collection):
+            raise ConfigurationError(
+                f"collection name {collection!r} is not valid for LanceDB; use letters, digits, "
+                "'_', '-' and '.', starting with a letter, digit or '_'"
+            )
+        # A zero interval makes every read see the latest committed version, including writes
+        # made through another connection (read-your-writes across handles).
+        self._db = lancedb.connect(uri.location, read_consistency_interval=timedelta(0))
+        self._table: Any = None
+        self._dim = 0
+        self._dtype = "float16"
+
+    def _open(self) -> Any:
+        if self._table is None:
+            try:
+                self._table = self._db.open_table(self.collection)
+            except (FileNotFoundError, ValueError) as exc:
+                raise BackendError(f"LanceDB table {self.collection!r} does not exist") from exc
+        return self._table
+
+    def _schema_for(self, fde_dim: int) -> Any:
+        token_type = pa.float16() if self._dtype == "float16" else pa.float32()
+        return pa.schema(
+            [
+                pa.field("key", pa.string(), nullable=False),
+                pa.field("fde", pa.list_(pa.float32(), fde_dim), nullable=False),
+                pa.field("tokens", pa.list_(pa.list_(token_type, self._dim)), nullable=False),
+                pa.field("metadata", pa.json_(pa.utf8())),
+                pa.field("text", pa.string()),
+            ]
+        )
+
+    def load_info(self) -> CollectionInfo | None:  # noqa: D102
+        if self.collection not in self._db.list_tables().tables:
+            return None
+        meta = self._open().schema.metadata or {}
+        if _INFO_KEY not in meta:
+            raise ConfigurationError(
+                f"LanceDB table {self.collection!r} exists but was not created by multivec"
+            )
+        info = CollectionInfo.model_validate_json(meta[_INFO_KEY])
+        self._dim, self._dtype = info.dim, info.dtype
+        return info
+
+    def create(self, info: CollectionInfo) -> None:  # noqa: D102
+        self._dim, self._dtype = info.dim, info.dtype
+        schema = self._schema_for(info.fde_dim).with_metadata(
+            {_INFO_KEY: info.model_dump_json().encode()}
+        )
+        self._table = self._db.create_table(self.collection, schema=schema, exist_ok=True)
+
+    def drop(self) -> None:  # noqa: D102
+        if self.collection in self._db.list_tables().tables:
+            self._db.drop_table(self.collection)
+        self._table = None
+
+    def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
+        table = self._open()
+        lengths = np.array([v.shape[0] for v in batch.vectors], dtype=np.int32)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate(batch.vectors).reshape(-1)
+        # Our schema, not the table's: Lance stores the JSON column as JSONB and converts only
+        # Arrow's json type on write; raw JSON text cast to its binary type would be unreadable.
+        schema = self._schema_for(batch.fdes.shape[1])
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(flat), self._dim)
+        fdes = pa.FixedSizeListArray.from_arrays(
+            pa.array(batch.fdes.reshape(-1)), batch.fdes.shape[1]
+        )
+        data = pa.table(
+            {
+                "key": pa.array(batch.keys, pa.string()),
+                "fde": fdes,
+                "tokens": pa.ListArray.from_arrays(pa.array(offsets), inner),
+                "metadata": pa.array(
+                    [json.dumps(m, ensure_ascii=False) for m in batch.metadata], pa.json_(pa.utf8())
+                ),
+                "text": pa.array(batch.texts, pa.string()),
+            },
+            schema=schema,
+        )
+        table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+            data
+        )
+
+    def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
+        table = self._open()
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            table.delete("key IN (" + ", ".join(_sql_str(k) for k in chunk) + ")")
+
+    def count(self) -> int:  # noqa: D102
+        return int(self._open().count_rows())
+
+    def ann(  # noqa: D102
+        self, fde_query: npt.NDArray[np.float32], limit: int, filter: Filter | None
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        query = (
+            self._open()
+            .search(fde_query, vector_column_name="fde")
+            .metric("dot")
+            .select(["key"])
+            .limit(limit)
+        )
+        if filter is not None:
+            query = query.where(to_lance_sql(filter), prefilter=True)
+        result = query.to_arrow()
+        # For the dot metric Lance reports _distance = 1 - <q, x>.
+        scores = 1.0 - result.column("_distance").to_numpy().astype(np.float32)
+        return result.column("key").to_pylist(), scores
+
+    def _read(self, where: str, with_metadata: bool) -> Any:
+        columns = ["key", "tokens"] + (["metadata", "text"] if with_metadata else [])
+        return self._open().search().where(where).select(columns).limit(None).to_arrow()
+
+    def _to_fetched(self, table: Any, with_metadata: bool) -> Fetched:
+        tokens = table.column("tokens").combine_chunks()
+        # flatten() honours slicing offsets, unlike .values; to_numpy is then zero-copy.
+        flat = tokens.flatten().flatten().to_numpy(zero_copy_only=False)
+        lengths = tokens.value_lengths().to_numpy(zero_copy_only=False)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        metadata = texts = None
+        if with_metadata:
+            metadata = [
+                json.loads(m) if m is not None else {} for m in table.column("metadata").to_pylist()
+            ]
+            texts = table.column("text").to_pylist()
+        return Fetched(
+            table.column("key").to_pylist(), flat.reshape(-1, self._dim), offsets, metadata, texts
+        )
+
+    def fetch(self, keys: Sequence[str], *, with_metadata: bool = True) -> Fetched:  # noqa: D102
+        if not keys:
+            return Fetched.pack([], [], self._dim, self._dtype, [] if with_metadata else None)
+        parts = [
+            self._read(
+                "key IN (" + ", ".join(_sql_str(k) for k in keys[i : i + _IN_CHUNK]) + ")",
+                with_metadata,
+            )
+            for i in range(0, len(keys), _IN_CHUNK)
+        ]
+        return self._to_fetched(pa.concat_tables(parts), with_metadata)
+
+    def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
+        # Lance has no ORDER BY: read the (small) key column past the cursor, pick the next
+        # page in key order, then fetch just those rows.
+        query = self._open().search().select(["key"]).limit(None)
+        if after is not None:
+            query = query.where(f"key > {_sql_str(after)}")
+        keys = sorted(query.to_arrow().column("key").to_pylist())[:limit]
+        fetched = self.fetch(keys)
+        order = {k: i for i, k in enumerate(fetched.keys)}
+        return _reorder(fetched, [order[k] for k in keys])
+
+    def optimize(self) -> None:
+        """Compact the small fragments that many upserts leave behind."""
+        self._open().optimize()
+
+
+def _reorder(fetched: Fetched, order: list[int]) -> Fetched:
+    matrices = [fetched.matrix(i) for i in order]
+    return Fetched.pack(
+        [fetched.keys[i] for i in order],
+        matrices,
+        fetched.tokens.shape[1],
+        str(fetched.tokens.dtype),
+        [fetched.metadata[i] for i in order] if fetched.metadata is not None else None,
+        [fetched.texts[i] for i in order] if fetched.texts is not None else None,
+    )

@@ -1,0 +1,247 @@
+"""The ``multivec`` command: ``index``, ``search`` and ``info``.
+
+It parses arguments, shows progress and prints results; the work is done by the library::
+
+    multivec index ../shared/data/scifact/corpus.jsonl --into lancedb://./data --collection scifact
+    multivec search "do statins reduce mortality?" --uri lancedb://./data --collection scifact
+    multivec info lancedb://./data --collection scifact --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import multivec
+from multivec.errors import ConfigMismatchError, MultivecError
+
+__all__ = ["main"]
+
+
+def _encoder(model: str | None) -> Any:
+    from multivec.ingest import default_encoder
+
+    return default_encoder(model)
+
+
+def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _progress(total: int | None, unit: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the cli extra brings tqdm; without it, run quietly
+        return None
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from multivec.ingest import encoder_id, iter_beir_corpus
+
+    encoder = _encoder(args.model)
+    model = encoder_id(encoder)
+    print(f"encoder: {model}", file=sys.stderr)
+    records = iter_beir_corpus(args.corpus)
+    if args.limit is not None:
+        records = itertools.islice(records, args.limit)
+    dim = next(iter(encoder.embed(["dimension probe"]))).shape[1]
+    col = multivec.connect(
+        args.into, args.collection, dim=dim, fde=args.fde, dtype=args.dtype, encoder=model
+    )
+    if col.info.encoder not in (None, model):
+        raise ConfigMismatchError(
+            f"collection {args.collection!r} was indexed with {col.info.encoder}, not {model}; "
+            "use the same --model or another collection"
+        )
+    bar = _progress(args.limit, "doc")
+    timings = {"encode": 0.0, "store": 0.0}
+    n_docs = n_tokens = 0
+    for batch in _batched(iter(records), args.batch_size):
+        t0 = time.perf_counter()
+        texts = [f"{r.title}. {r.text}" if r.title else r.text for r in batch]
+        vectors = list(encoder.embed(texts, batch_size=args.batch_size))
+        t1 = time.perf_counter()
+        metadata = [{"title": r.title, **r.metadata} for r in batch]
+        col.upsert([r.id for r in batch], vectors, metadata, texts=texts)
+        t2 = time.perf_counter()
+        timings["encode"] += t1 - t0
+        timings["store"] += t2 - t1
+        n_docs += len(batch)
+        n_tokens += sum(v.shape[0] for v in vectors)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    optimize = getattr(col.backend, "optimize", None)
+    t0 = time.perf_counter()
+    if optimize is not None:
+        optimize()
+    timings["optimize"] = time.perf_counter() - t0
+    summary = {
+        "collection": args.collection,
+        "documents": n_docs,
+        "tokens": n_tokens,
+        "total_documents": col.count(),
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    _emit(
+        summary,
+        args.json,
+        lambda s: (
+            f"indexed {s['documents']} documents ({s['tokens']} tokens) into {args.into} "
+            f"collection {args.collection!r}; it now holds {s['total_documents']}.\n"
+            f"time: encode {timings['encode']:.1f} s, FDE + store {timings['store']:.1f} s, "
+            f"optimize {timings['optimize']:.1f} s"
+        ),
+    )
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from multivec.ingest import encoder_id
+
+    col = multivec.connect(args.uri, args.collection)
+    encoder = _encoder(args.model)
+    if col.info.encoder is not None and encoder_id(encoder) != col.info.encoder:
+        raise ConfigMismatchError(
+            f"collection {args.collection!r} was indexed with {col.info.encoder}, but the query "
+            f"encoder is {encoder_id(encoder)}; pass the same --model"
+        )
+    filter_spec = json.loads(args.filter) if args.filter else None
+    results = []
+    for text in args.query:
+        t0 = time.perf_counter()
+        query = next(iter(encoder.query_embed(text)))
+        t_query = time.perf_counter() - t0
+        result = col.search(query, k=args.k, candidates=args.candidates, filter=filter_spec)
+        results.append(
+            {
+                "query": text,
+                "timings_ms": {
+                    "embed_query": round(t_query * 1e3, 2),
+                    **{k: round(v, 2) for k, v in result.timings.as_ms().items()},
+                },
+                "candidates": result.candidates,
+                "hits": [
+                    {"id": h.id, "score": round(h.score, 4), "metadata": h.metadata, "text": h.text}
+                    for h in result
+                ],
+            }
+        )
+    _emit(results, args.json, _render_search)
+    return 0
+
+
+def _render_search(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        t = r["timings_ms"]
+        lines.append(f"\nquery: {r['query']}")
+        lines.append(
+            f"  time: embed {t['embed_query']:.1f} ms | FDE encode {t['encode']:.1f} ms | "
+            f"ANN {t['ann']:.1f} ms | fetch {t['fetch']:.1f} ms | rerank {t['rerank']:.1f} ms | "
+            f"search total {t['total']:.1f} ms ({r['candidates']} candidates)"
+        )
+        for rank, hit in enumerate(r["hits"], 1):
+            title = hit["metadata"].get("title") or (hit["text"] or "")[:80]
+            lines.append(f"  {rank:>2}. {hit['score']:8.3f}  {hit['id']}  {title[:90]}")
+    return "\n".join(lines)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    col = multivec.connect(args.uri, args.collection)
+    backend = col.backend
+    info = {
+        "uri": str(backend.uri),
+        "collection": col.name,
+        "documents": col.count(),
+        "configuration": json.loads(col.info.model_dump_json()),
+        "fde_dim": col.info.fde_dim,
+        "backend": {
+            "class": type(backend).__name__,
+            "persistent": backend.persistent,
+            "supports_native_multivector": backend.supports_native_multivector,
+            "max_vector_dim": backend.max_vector_dim,
+            "max_request_bytes": backend.max_request_bytes,
+        },
+    }
+    _emit(info, args.json, lambda i: json.dumps(i, indent=2))
+    return 0
+
+
+def _emit(payload: Any, as_json: bool, render: Any) -> None:
+    print(json.dumps(payload, indent=2, default=str) if as_json else render(payload))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multivec", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"multivec {multivec.__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log which model and paths are used"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--collection", default="default", help="collection name (default: default)"
+    )
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    model_help = (
+        "local model folder (ONNX or fastembed answerai); default: $MULTIVEC_MODEL_DIR, "
+        "fastembed's cache, or ../shared/models/all-minilm-l6-v2-onnx"
+    )
+    p = sub.add_parser(
+        "index", parents=[common], help="encode a BEIR-style JSONL corpus and store it"
+    )
+    p.add_argument("corpus", help="JSONL file with _id, title, text per line")
+    p.add_argument("--into", required=True, help="target URI, e.g. lancedb://./data")
+    p.add_argument("--model", help=model_help)
+    p.add_argument(
+        "--fde", default=None, help="FDE preset for a new collection (default muvera-10240)"
+    )
+    p.add_argument(
+        "--dtype", choices=["float16", "float32"], default=None, help="token storage precision"
+    )
+    p.add_argument("--limit", type=int, default=None, help="index only the first N documents")
+    p.add_argument("--batch-size", type=int, default=32, help="documents per encode/write batch")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", parents=[common], help="search a collection with text queries")
+    p.add_argument("query", nargs="+", help="one or more query texts")
+    p.add_argument("--uri", required=True, help="collection URI, e.g. lancedb://./data")
+    p.add_argument("--model", help=model_help)
+    p.add_argument("-k", type=int, default=10, help="hits per query")
+    p.add_argument("--candidates", type=int, default=200, help="first-stage candidates to rerank")
+    p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("info", parents=[common], help="show a collection's configuration and size")
+    p.add_argument("uri", help="collection URI")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``multivec`` command; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except MultivecError as exc:
+        print(f"multivec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
