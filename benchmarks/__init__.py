@@ -1,0 +1,1 @@
+"""Benchmarks of multivec against real models and data; ``_data`` caches the encoded inputs."""
