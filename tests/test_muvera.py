@@ -561,7 +561,9 @@ def test_public_names() -> None:
         "FDEConfig",
         "FDEEncoder",
         "FDEMatrices",
+        "FittedPartitions",
         "PRESETS",
         "encode_documents",
         "encode_queries",
+        "fit",
     ]

@@ -20,7 +20,8 @@ FDE scores rank candidates; they are not calibrated similarities.
 from __future__ import annotations
 
 from multivec.muvera._config import ALGORITHM_VERSION, PRESETS, FDEConfig
-from multivec.muvera._encode import FDEEncoder, encode_documents, encode_queries
+from multivec.muvera._encode import FDEEncoder, encode_documents, encode_queries, fit
+from multivec.muvera._fitted import FittedPartitions
 from multivec.muvera._matrices import CountSketch, FDEMatrices
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "FDEConfig",
     "FDEEncoder",
     "FDEMatrices",
+    "FittedPartitions",
     "encode_documents",
     "encode_queries",
+    "fit",
 ]

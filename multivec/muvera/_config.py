@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from multivec.errors import ConfigurationError
+from multivec.muvera._fitted import FittedPartitions
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -86,6 +87,10 @@ class FDEConfig(BaseModel):
             :meth:`for_queries`.
         final_dim: If set, a final Count-Sketch maps the whole encoding to this length
             (``final_projection_dimension``), e.g. to fit a database's vector-size limit.
+        partitioning: ``"simhash"`` (the reference) or ``"kmeans"``: centred tokens assigned to
+            centroids fitted on the corpus, for anisotropic encoders. Build a k-means
+            configuration with :func:`multivec.muvera.fit`, never by hand.
+        fitted: The fitted mean and centroids of a ``"kmeans"`` configuration.
         algorithm_version: The algorithm that produced the encodings; see :data:`ALGORITHM_VERSION`.
 
     Example:
@@ -106,6 +111,8 @@ class FDEConfig(BaseModel):
     projection_dim: int | None = 16
     fill_empty: bool = True
     final_dim: int | None = None
+    partitioning: Literal["simhash", "kmeans"] = "simhash"
+    fitted: FittedPartitions | None = None
     algorithm_version: str = ALGORITHM_VERSION
 
     def __init__(self, **data: Any) -> None:
@@ -194,6 +201,11 @@ class FDEConfig(BaseModel):
                 "the encoding would have repetitions * 2**simhash_projections * d' = "
                 f"{self.raw_fde_dim} values, more than can be encoded; lower simhash_projections "
                 "or repetitions"
+            )
+        if (self.partitioning == "kmeans") != (self.fitted is not None):
+            raise ValueError(
+                "partitioning='kmeans' needs fitted centroids and 'simhash' takes none; build a "
+                "k-means configuration with multivec.muvera.fit(config, documents)"
             )
         if self.algorithm_version not in _SUPPORTED_ALGORITHM_VERSIONS:
             raise ValueError(
@@ -287,7 +299,8 @@ class FDEConfig(BaseModel):
 
     def _replace(self, **changes: Any) -> FDEConfig:
         # model_copy(update=...) would skip validation; rebuilding keeps the result valid.
-        return type(self)(**{**self.model_dump(), **changes})
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**fields, **changes})
 
 
 def _configuration_error(exc: ValidationError) -> ConfigurationError:

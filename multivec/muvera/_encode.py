@@ -26,9 +26,10 @@ from multivec.errors import ConfigurationError, DimensionMismatchError, InvalidV
 from multivec.muvera._config import FDEConfig
 from multivec.muvera._kernels import scatter_add
 from multivec.muvera._matrices import FDEMatrices, cached_matrices
+from multivec.muvera._fitted import KMeansPartitioner, fit_partitions, kmeans_projections
 from multivec.muvera._partition import Partitioner, SimHashPartitioner
 
-__all__ = ["FDEEncoder", "encode_documents", "encode_queries"]
+__all__ = ["FDEEncoder", "encode_documents", "encode_queries", "fit"]
 
 # Working memory per chunk. Smaller chunks also stay in cache better; 32 MiB is about 14,000
 # tokens at the default configuration.
@@ -60,7 +61,18 @@ class FDEEncoder:
             raise ConfigurationError(f"FDEEncoder needs an FDEConfig, got {type(config).__name__}")
         self._config = config
         self._matrices = cached_matrices(config)
-        self._partitioner: Partitioner = SimHashPartitioner(self._matrices.hyperplanes)
+        self._partitioner: Partitioner
+        self._center: npt.NDArray[np.float32] | None = None
+        if config.fitted is None:
+            self._partitioner = SimHashPartitioner(self._matrices.hyperplanes)
+        else:
+            self._center, centroids = config.fitted.arrays(
+                config.dim, config.repetitions, config.num_partitions
+            )
+            projections = kmeans_projections(
+                config.seed, config.repetitions, config.dim, config.fitted.kmeans_dim
+            )
+            self._partitioner = KMeansPartitioner(projections, centroids)
         self._chunk_bytes = chunk_bytes
         # One matmul serves both the projection and the partitioning: [inner | score_matrix].
         inner = self._matrices.inner_dense
@@ -142,6 +154,8 @@ class FDEEncoder:
         lengths = np.array([matrix.shape[0] for matrix in matrices], dtype=np.int64)
         for start, stop in self._chunks(lengths):
             tokens = _stack_finite(matrices, start, stop, noun)
+            if self._center is not None:
+                tokens -= self._center
             if self._matrices.final is None:
                 self._encode_chunk(tokens, lengths[start:stop], output[start:stop], is_document)
             else:
@@ -306,3 +320,63 @@ def _stack_finite(
             "(values beyond float32's range, about 3.4e38, count as infinite)"
         )
     return tokens
+
+
+def fit(
+    config: FDEConfig,
+    documents: Iterable[npt.ArrayLike],
+    *,
+    sample_tokens: int = 50_000,
+    iterations: int = 20,
+    kmeans_dim: int = 64,
+) -> FDEConfig:
+    """Fit a data-aware (centred, k-means) configuration on a sample of the corpus.
+
+    Use it when a collection is created, on a few thousand representative documents; the
+    result holds the fitted arrays, is stored with the collection, and encodes every later
+    document and query. Anisotropic encoders (ColBERT-style models whose token vectors share a
+    dominant direction) need it; on isotropic ones it does no harm. See
+    :mod:`multivec.muvera._fitted` for the method.
+
+    Args:
+        config: The shape to fit (repetitions, ``2**simhash_projections`` centroids per
+            repetition, projection, seed); its partitioning is replaced by k-means.
+        documents: Sample documents, ``(n_tokens, dim)`` each.
+        sample_tokens: At most this many tokens fit the centroids (the mean uses all of them).
+        iterations: Lloyd iterations after k-means++ seeding.
+        kmeans_dim: Width of each repetition's random projection the centroids live in.
+
+    Returns:
+        A configuration with ``partitioning="kmeans"`` and the fitted arrays.
+
+    Raises:
+        InvalidVectorsError: The sample is empty, malformed, or has fewer tokens than partitions.
+        ConfigurationError: ``sample_tokens``, ``iterations`` or ``kmeans_dim`` is out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> docs = [rng.normal(size=(20, 8)).astype(np.float32) + 3 for _ in range(50)]
+        >>> fitted = fit(FDEConfig.preset("muvera-1280", dim=8), docs, kmeans_dim=4)
+        >>> fitted.partitioning, FDEEncoder(fitted).encode_documents(docs[:2]).shape
+        ('kmeans', (2, 1280))
+    """
+    if sample_tokens < 1 or iterations < 0 or kmeans_dim < 1:
+        raise ConfigurationError(
+            "sample_tokens and kmeans_dim must be positive and iterations non-negative; got "
+            f"sample_tokens={sample_tokens}, iterations={iterations}, kmeans_dim={kmeans_dim}"
+        )
+    matrices = _checked_matrices(documents, config.dim, "document")
+    if not matrices:
+        raise InvalidVectorsError("fit() needs at least one document")
+    tokens = _stack_finite(matrices, 0, len(matrices), "document")
+    fitted = fit_partitions(
+        tokens,
+        seed=config.seed,
+        repetitions=config.repetitions,
+        partitions=config.num_partitions,
+        kmeans_dim=kmeans_dim,
+        sample_tokens=sample_tokens,
+        iterations=iterations,
+    )
+    return config._replace(partitioning="kmeans", fitted=fitted)
