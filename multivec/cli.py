@@ -19,7 +19,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import multivec
-from multivec.errors import ConfigMismatchError, MultivecError
+from multivec._collection import DEFAULT_FDE_PRESET
+from multivec.errors import (
+    CollectionNotFoundError,
+    ConfigMismatchError,
+    InvalidInputError,
+    MultivecError,
+)
 
 __all__ = ["main"]
 
@@ -52,28 +58,43 @@ def _cmd_index(args: argparse.Namespace) -> int:
     records = iter_beir_corpus(args.corpus)
     if args.limit is not None:
         records = itertools.islice(records, args.limit)
-    dim = next(iter(encoder.embed(["dimension probe"]))).shape[1]
-    col = multivec.connect(
-        args.into, args.collection, dim=dim, fde=args.fde, dtype=args.dtype, encoder=model
-    )
-    if col.info.encoder not in (None, model):
-        raise ConfigMismatchError(
-            f"collection {args.collection!r} was indexed with {col.info.encoder}, not {model}; "
-            "use the same --model or another collection"
-        )
-    bar = _progress(args.limit, "doc")
-    timings = {"encode": 0.0, "store": 0.0}
-    n_docs = n_tokens = 0
-    for batch in _batched(iter(records), args.batch_size):
+    batches = _batched(iter(records), args.batch_size)
+    timings = {"encode": 0.0, "fit": 0.0, "store": 0.0}
+
+    def encode(batch: list[Any]) -> tuple[list[Any], list[str], list[Any]]:
         t0 = time.perf_counter()
         texts = [f"{r.title}. {r.text}" if r.title else r.text for r in batch]
         vectors = list(encoder.embed(texts, batch_size=args.batch_size))
-        t1 = time.perf_counter()
+        timings["encode"] += time.perf_counter() - t0
+        return batch, texts, vectors
+
+    # Encoded batches not yet written: a new collection first fits its FDE on them.
+    pending: list[tuple[list[Any], list[str], list[Any]]] = []
+    try:
+        col = multivec.connect(args.into, args.collection)
+    except CollectionNotFoundError:
+        col = None
+    if col is not None:
+        if args.fde is not None:
+            raise ConfigMismatchError(
+                f"collection {args.collection!r} exists; its FDE configuration was fixed when it "
+                "was created, so drop --fde (or index into a new collection)"
+            )
+        if col.info.encoder not in (None, model):
+            raise ConfigMismatchError(
+                f"collection {args.collection!r} was indexed with {col.info.encoder}, not "
+                f"{model}; use the same --model or another collection"
+            )
+    else:
+        col = _create_fitted(args, batches, pending, encode, timings, model)
+
+    bar = _progress(args.limit, "doc")
+    n_docs = n_tokens = 0
+    for batch, texts, vectors in itertools.chain(pending, (encode(b) for b in batches)):
+        t0 = time.perf_counter()
         metadata = [{"title": r.title, **r.metadata} for r in batch]
         col.upsert([r.id for r in batch], vectors, metadata, texts=texts)
-        t2 = time.perf_counter()
-        timings["encode"] += t1 - t0
-        timings["store"] += t2 - t1
+        timings["store"] += time.perf_counter() - t0
         n_docs += len(batch)
         n_tokens += sum(v.shape[0] for v in vectors)
         if bar is not None:
@@ -90,6 +111,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         "documents": n_docs,
         "tokens": n_tokens,
         "total_documents": col.count(),
+        "fde": {"partitioning": col.info.fde.partitioning, "dim": col.info.fde_dim},
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     }
     _emit(
@@ -98,11 +120,41 @@ def _cmd_index(args: argparse.Namespace) -> int:
         lambda s: (
             f"indexed {s['documents']} documents ({s['tokens']} tokens) into {args.into} "
             f"collection {args.collection!r}; it now holds {s['total_documents']}.\n"
-            f"time: encode {timings['encode']:.1f} s, FDE + store {timings['store']:.1f} s, "
-            f"optimize {timings['optimize']:.1f} s"
+            f"FDE: {s['fde']['dim']}-d, {s['fde']['partitioning']} partitions\n"
+            f"time: encode {timings['encode']:.1f} s, fit {timings['fit']:.1f} s, "
+            f"FDE + store {timings['store']:.1f} s, optimize {timings['optimize']:.1f} s"
         ),
     )
     return 0
+
+
+def _create_fitted(
+    args: argparse.Namespace,
+    batches: Iterator[list[Any]],
+    pending: list[tuple[list[Any], list[str], list[Any]]],
+    encode: Any,
+    timings: dict[str, float],
+    model: str,
+) -> multivec.Collection:
+    """Encode the first ``--fit-docs`` documents, fit the FDE on them, create the collection."""
+    from multivec.muvera import FDEConfig, fit
+
+    while not pending or sum(len(p[0]) for p in pending) < args.fit_docs:
+        batch = next(batches, None)
+        if batch is None:
+            break
+        pending.append(encode(batch))
+    if not pending:
+        raise InvalidInputError(f"{args.corpus} holds no documents")
+    sample = [v for _, _, vectors in pending for v in vectors]
+    config = FDEConfig.preset(args.fde or DEFAULT_FDE_PRESET, dim=sample[0].shape[1])
+    if args.fit_docs > 0:
+        t0 = time.perf_counter()
+        config = fit(config, sample)
+        timings["fit"] = time.perf_counter() - t0
+    return multivec.connect(
+        args.into, args.collection, dim=config.dim, fde=config, dtype=args.dtype, encoder=model
+    )
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -163,7 +215,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "uri": str(backend.uri),
         "collection": col.name,
         "documents": col.count(),
-        "configuration": json.loads(col.info.model_dump_json()),
+        "configuration": _summarised(col.info),
         "fde_dim": col.info.fde_dim,
         "backend": {
             "class": type(backend).__name__,
@@ -175,6 +227,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     }
     _emit(info, args.json, lambda i: json.dumps(i, indent=2))
     return 0
+
+
+def _summarised(info: multivec.CollectionInfo) -> dict[str, Any]:
+    """The stored configuration, with fitted arrays (hundreds of KB of base64) shown by digest."""
+    config: dict[str, Any] = json.loads(info.model_dump_json())
+    fitted = config["fde"].get("fitted")
+    if fitted:
+        config["fde"]["fitted"] = {
+            k: v for k, v in fitted.items() if k not in ("mean", "centroids")
+        }
+    return config
 
 
 def _emit(payload: Any, as_json: bool, render: Any) -> None:
@@ -207,6 +270,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=model_help)
     p.add_argument(
         "--fde", default=None, help="FDE preset for a new collection (default muvera-10240)"
+    )
+    p.add_argument(
+        "--fit-docs",
+        type=int,
+        default=1000,
+        help="a new collection fits its FDE (centring, k-means partitions) on the first N "
+        "documents; 0 keeps the reference SimHash encoding (default 1000)",
     )
     p.add_argument(
         "--dtype", choices=["float16", "float32"], default=None, help="token storage precision"
