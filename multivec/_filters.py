@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from multivec.errors import InvalidFilterError
 
@@ -120,7 +120,7 @@ def _parse_entry(key: str, value: Any) -> Filter:
         raise InvalidFilterError(f"unknown filter operator {key!r} at the top level")
     field = Field(key)
     if not isinstance(value, Mapping):
-        return field == value
+        return field.equals(value)
     ops = [_parse_op(field, op, arg) for op, arg in value.items()]
     if not ops:
         raise InvalidFilterError(f"no operator given for field {key!r}")
@@ -129,7 +129,7 @@ def _parse_entry(key: str, value: Any) -> Filter:
 
 def _parse_op(field: Field, op: str, arg: Any) -> Filter:
     simple = {
-        "$eq": field.__eq__,
+        "$eq": field.equals,
         "$ne": field.__ne__,
         "$gt": field.__gt__,
         "$gte": field.__ge__,
@@ -140,7 +140,7 @@ def _parse_op(field: Field, op: str, arg: Any) -> Filter:
         "$contains": field.contains,
     }
     if op in simple:
-        return simple[op](arg)  # type: ignore[no-any-return]
+        return simple[op](arg)
     if op == "$exists":
         return field.exists() if arg else ~field.exists()
     raise InvalidFilterError(
@@ -194,11 +194,12 @@ class Range(Filter):
         value = metadata.get(self.field)
         if _kind(value) != "number":
             return False
+        number = cast(float, value)  # _kind() has just checked it
         return not (
-            (self.gt is not None and not value > self.gt)
-            or (self.gte is not None and not value >= self.gte)
-            or (self.lt is not None and not value < self.lt)
-            or (self.lte is not None and not value <= self.lte)
+            (self.gt is not None and not number > self.gt)
+            or (self.gte is not None and not number >= self.gte)
+            or (self.lt is not None and not number < self.lt)
+            or (self.lte is not None and not number <= self.lte)
         )
 
 
@@ -268,8 +269,12 @@ class Field:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidFilterError("a filter field name must be a non-empty string")
 
-    def __eq__(self, value: object) -> Filter:  # type: ignore[override]
+    def equals(self, value: object) -> Filter:
+        """``field == value`` (what ``==`` builds)."""
         return Eq(self.name, _check_scalar(value, self.name))
+
+    def __eq__(self, value: object) -> Filter:  # type: ignore[override]
+        return self.equals(value)
 
     def __ne__(self, value: object) -> Filter:  # type: ignore[override]
         return Not(Eq(self.name, _check_scalar(value, self.name)))

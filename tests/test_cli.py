@@ -109,7 +109,8 @@ def test_search_text_output_and_filter(indexed: str, capsys: pytest.CaptureFixtu
         == 0
     )
     out = capsys.readouterr().out
-    assert "query: cells" in out and "rerank" in out
+    assert "query: cells" in out
+    assert "rerank" in out
     assert " 1. " not in out  # the filter matches nothing
 
 

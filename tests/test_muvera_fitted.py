@@ -58,7 +58,7 @@ def test_batch_equals_single_documents(corpus: list[np.ndarray], fitted: FDEConf
 
 
 def test_one_token_document_scores_exact_centred_chamfer(corpus: list[np.ndarray]) -> None:
-    """With identity projection and fill, every block of a one-token document is that (centred) token."""
+    """Identity projection with fill: each block of a one-token document is that token, centred."""
     base = FDEConfig(
         dim=32, repetitions=3, simhash_projections=3, projection="identity", fill_empty=True
     )

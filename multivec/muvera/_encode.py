@@ -24,9 +24,9 @@ import numpy.typing as npt
 
 from multivec.errors import ConfigurationError, DimensionMismatchError, InvalidVectorsError
 from multivec.muvera._config import FDEConfig
+from multivec.muvera._fitted import KMeansPartitioner, fit_partitions, kmeans_projections
 from multivec.muvera._kernels import scatter_add
 from multivec.muvera._matrices import FDEMatrices, cached_matrices
-from multivec.muvera._fitted import KMeansPartitioner, fit_partitions, kmeans_projections
 from multivec.muvera._partition import Partitioner, SimHashPartitioner
 
 __all__ = ["FDEEncoder", "encode_documents", "encode_queries", "fit"]

@@ -221,7 +221,7 @@ class KMeansPartitioner:
     def __init__(
         self, projections: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32]
     ) -> None:
-        self._repetitions, self._partitions, _ = centroids.shape
+        self._repetitions, self._partitions = int(centroids.shape[0]), int(centroids.shape[1])
         # (dim, repetitions * partitions): column r*B + j scores centroid j of repetition r.
         self._score_matrix = np.ascontiguousarray(
             np.concatenate(
@@ -250,7 +250,8 @@ class KMeansPartitioner:
     def assign(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.integer[Any]]:
         """Return each token's nearest centroid per repetition, ``(n_tokens, repetitions)``."""
         biased = (scores + self._bias).reshape(-1, self._repetitions, self._partitions)
-        return biased.argmax(axis=2).astype(self._index_dtype)
+        blocks: npt.NDArray[np.integer[Any]] = biased.argmax(axis=2).astype(self._index_dtype)
+        return blocks
 
     def fill_sources(
         self,

@@ -184,5 +184,4 @@ def _popcount(values: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
         counts: npt.NDArray[np.uint8] = np.bitwise_count(values)
         return counts
     as_bytes = values.astype("<u4").view(np.uint8).reshape(*values.shape, 4)
-    counts = _BYTE_POPCOUNT[as_bytes].sum(axis=-1, dtype=np.uint8)
-    return counts
+    return _BYTE_POPCOUNT[as_bytes].sum(axis=-1, dtype=np.uint8)  # type: ignore[no-any-return]
