@@ -128,7 +128,7 @@ def run_multivec(
         col = multivec.connect(f"lancedb://{tmp}", "scifact", dim=data.dim, fde=config)
         for start in range(0, len(data.docs), 500):
             col.upsert(data.doc_ids[start : start + 500], data.docs[start : start + 500])
-        col.backend.optimize()  # type: ignore[attr-defined]
+        col.optimize()
         index_s = time.perf_counter() - t0
 
         def search(qi: int, c: int) -> list[str]:

@@ -193,6 +193,13 @@ class Collection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def optimize(self) -> None:
+        """Compact storage and build or refresh the FDE index; call it after bulk loads.
+
+        Searches are complete without it (unindexed rows are scanned), only slower.
+        """
+        self._backend.optimize()
+
     def close(self) -> None:
         """Release the backend's connections."""
         self._backend.close()

@@ -101,10 +101,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    optimize = getattr(col.backend, "optimize", None)
     t0 = time.perf_counter()
-    if optimize is not None:
-        optimize()
+    col.optimize()
     timings["optimize"] = time.perf_counter() - t0
     summary = {
         "collection": args.collection,

@@ -144,6 +144,9 @@ class Backend(ABC):
         it stopped, whatever the page size, and sees each document once.
         """
 
+    def optimize(self) -> None:  # noqa: B027 (optional hook: not every database needs it)
+        """Compact storage and build or refresh indexes after bulk writes."""
+
     def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing to release)
         """Release connections or file handles."""
 

@@ -242,6 +242,27 @@ class BackendConformance:
             )
             assert got.candidates == want.candidates
 
+    def test_search_after_optimize_agrees_with_reference(self, collection: Collection) -> None:
+        """After optimize() (compaction, index builds) results must not change, and documents
+        written after it must be found too."""
+        ids, vectors, metadata = make_corpus(400, seed=3)
+        ref = multivec.connect(f"memory://ref-{uuid.uuid4().hex}", "ref", dim=DIM, fde=SMALL_FDE)
+        for col in (collection, ref):
+            col.upsert(ids[:300], vectors[:300], metadata[:300])
+        collection.optimize()
+        for col in (collection, ref):
+            col.upsert(ids[300:], vectors[300:], metadata[300:])
+        rng = np.random.default_rng(4)
+        for _ in range(5):
+            query = rng.normal(size=(4, DIM)).astype(np.float32)
+            got = collection.search(query, k=10, candidates=50, filter=Field("year") > 2003)
+            want = ref.search(query, k=10, candidates=50, filter=Field("year") > 2003)
+            assert_same_topk(
+                list(zip(got.ids, got.scores, strict=True)),
+                list(zip(want.ids, want.scores, strict=True)),
+            )
+        assert collection.count() == 400
+
     def test_hits_carry_metadata_text_and_timings(
         self, loaded: tuple[Collection, Collection]
     ) -> None:
