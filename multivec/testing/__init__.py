@@ -243,8 +243,10 @@ class BackendConformance:
             assert got.candidates == want.candidates
 
     def test_search_after_optimize_agrees_with_reference(self, collection: Collection) -> None:
-        """After optimize() (compaction, index builds) results must not change, and documents
-        written after it must be found too."""
+        """After optimize() (compaction, index builds) results must not change.
+
+        Documents written after it must be found too.
+        """
         ids, vectors, metadata = make_corpus(400, seed=3)
         ref = multivec.connect(f"memory://ref-{uuid.uuid4().hex}", "ref", dim=DIM, fde=SMALL_FDE)
         for col in (collection, ref):
