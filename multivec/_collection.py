@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,10 @@ from multivec.errors import (
 from multivec.muvera import FDEConfig, FDEEncoder
 from multivec.rerank import maxsim_packed
 
-__all__ = ["DEFAULT_FDE_PRESET", "Collection", "connect"]
+__all__ = ["DEFAULT_FDE_PRESET", "SEARCH_MODES", "Collection", "SearchMode", "connect"]
+
+SearchMode = Literal["multivec", "native", "native-prefetch"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("multivec", "native", "native-prefetch")
 
 DEFAULT_FDE_PRESET = "muvera-10240"
 # Write requests stay below this even where a database has no limit, to bound client memory.
@@ -330,6 +333,8 @@ class Collection:
         k: int = 10,
         candidates: int = 200,
         filter: Filter | Mapping[str, Any] | None = None,
+        *,
+        mode: SearchMode = "multivec",
     ) -> SearchResult:
         """Find the ``k`` documents with the highest exact MaxSim score.
 
@@ -340,6 +345,11 @@ class Collection:
                 gives higher recall at higher latency (200 is a good start).
             filter: A :class:`~multivec.Filter` or dict filter on metadata, applied in the
                 index search.
+            mode: ``"multivec"`` (FDE first stage, exact MaxSim here); ``"native"``: the
+                database's own exhaustive multi-vector search; ``"native-prefetch"``: the
+                database's own two-stage path (ANN on the FDE for ``candidates``, then its
+                MaxSim). The native modes exist to compare with, and report the database's
+                scores; see the backend's ``supports_native_*`` flags.
 
         Returns:
             The hits, best first, with the time spent in each stage.
@@ -350,7 +360,13 @@ class Collection:
         flt = Filter.parse(filter)
         t0 = time.perf_counter()
         query = check_query(query_vectors, self.info.dim)
+        if mode == "native":
+            return self._native(query, k, flt, None, t0)
         fde_query = self._query_fde.encode_queries([query])[0]
+        if mode == "native-prefetch":
+            return self._native(query, k, flt, (fde_query, candidates), t0)
+        if mode != "multivec":
+            raise InvalidInputError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         t1 = time.perf_counter()
         keys, _ = self._backend.ann(fde_query, candidates, flt)
         t2 = time.perf_counter()
@@ -359,6 +375,30 @@ class Collection:
         hits = self._rerank(query, fetched, k)
         t4 = time.perf_counter()
         return SearchResult(hits, StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3), len(keys))
+
+    def _native(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        flt: Filter | None,
+        prefetch: tuple[npt.NDArray[np.float32], int] | None,
+        t0: float,
+    ) -> SearchResult:
+        t1 = time.perf_counter()
+        keys, scores = self._backend.native_search(query, k, flt, prefetch=prefetch)
+        t2 = time.perf_counter()
+        fetched = self._backend.fetch(keys)
+        t3 = time.perf_counter()
+        found = {key: i for i, key in enumerate(fetched.keys)}
+        metadata = fetched.metadata or [{}] * len(fetched.keys)
+        texts = fetched.texts or [None] * len(fetched.keys)
+        hits = tuple(
+            Hit(key_to_id(key), float(score), metadata[found[key]], texts[found[key]])
+            for key, score in zip(keys, scores, strict=True)
+            if key in found
+        )
+        candidates = prefetch[1] if prefetch is not None else self.count()
+        return SearchResult(hits, StageTimings(t1 - t0, t2 - t1, t3 - t2, 0.0), candidates)
 
     def _rerank(self, query: npt.NDArray[np.float32], fetched: Fetched, k: int) -> tuple[Hit, ...]:
         if not fetched.keys:

@@ -26,6 +26,9 @@ __all__ = [
 _KNOWN: dict[str, tuple[str, str, str | None]] = {
     "lancedb": ("multivec.backends.lancedb", "LanceDBBackend", "lancedb"),
     "memory": ("multivec.backends.memory", "MemoryBackend", None),
+    "milvus": ("multivec.backends.milvus", "MilvusBackend", "milvus"),
+    "qdrant": ("multivec.backends.qdrant", "QdrantBackend", "qdrant"),
+    "weaviate": ("multivec.backends.weaviate", "WeaviateBackend", "weaviate"),
 }
 _loaded: dict[str, type[Backend]] = {}
 _ENTRY_POINT_GROUP = "multivec.backends"

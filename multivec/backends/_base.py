@@ -23,6 +23,7 @@ import numpy.typing as npt
 from multivec._filters import Filter
 from multivec._models import CollectionInfo
 from multivec._uri import URI
+from multivec.errors import ConfigurationError
 
 __all__ = ["Backend", "Fetched", "WriteBatch"]
 
@@ -82,7 +83,10 @@ class Backend(ABC):
         scheme: The URI scheme that selects this backend.
         extra: The ``multivec[...]`` extra that installs its SDK, or ``None``.
         persistent: Data survives the process (False for ``memory://``).
-        supports_native_multivector: The database can score MaxSim itself (a second search mode).
+        supports_native_multivector: The database can score MaxSim itself over all documents
+            (``search(mode="native")``).
+        supports_native_prefetch: The database can run its own two-stage search: ANN on the
+            FDE column, then its own MaxSim over those candidates (``mode="native-prefetch"``).
         max_vector_dim: The largest vector the database accepts, or ``None`` for no limit.
         max_request_bytes: The largest write request the database accepts, or ``None``.
     """
@@ -91,6 +95,7 @@ class Backend(ABC):
     extra: ClassVar[str | None] = None
     persistent: ClassVar[bool] = True
     supports_native_multivector: ClassVar[bool] = False
+    supports_native_prefetch: ClassVar[bool] = False
     max_vector_dim: ClassVar[int | None] = None
     max_request_bytes: ClassVar[int | None] = None
 
@@ -143,6 +148,32 @@ class Backend(ABC):
         The last key of a page is the cursor for the next, so iteration resumes exactly where
         it stopped, whatever the page size, and sees each document once.
         """
+
+    def native_search(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        filter: Filter | None,
+        *,
+        prefetch: tuple[npt.NDArray[np.float32], int] | None = None,
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        """Score with the database's own multi-vector search; the second search mode.
+
+        Args:
+            query: The query token matrix, float32.
+            k: How many keys to return, best first.
+            filter: Applied by the database.
+            prefetch: ``(fde_query, candidates)`` for the database's own two-stage path, or
+                ``None`` for its exhaustive multi-vector search.
+
+        Returns:
+            Keys and the database's scores, converted to MaxSim (higher is better) where the
+            database reports distances.
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__} has no native multi-vector scoring "
+            "(see its supports_native_multivector / supports_native_prefetch flags)"
+        )
 
     def optimize(self) -> None:  # noqa: B027 (optional hook: not every database needs it)
         """Compact storage and build or refresh indexes after bulk writes."""

@@ -146,6 +146,7 @@ class LanceDBBackend(Backend):
 
     scheme: ClassVar[str] = "lancedb"
     extra: ClassVar[str | None] = "lancedb"
+    # Exhaustive cosine MaxSim over the token column; Lance has no prefetch-then-rerank query.
     supports_native_multivector: ClassVar[bool] = True
 
     def __init__(self, uri: Any, collection: str) -> None:
@@ -271,6 +272,34 @@ class LanceDBBackend(Backend):
         # For the dot metric Lance reports _distance = 1 - <q, x>.
         scores = 1.0 - result.column("_distance").to_numpy().astype(np.float32)
         return keys, scores
+
+    def native_search(  # noqa: D102
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        filter: Filter | None,
+        *,
+        prefetch: tuple[npt.NDArray[np.float32], int] | None = None,
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        if prefetch is not None:
+            raise ConfigurationError(
+                "LanceDB has no prefetch-then-MaxSim path; use mode='native' or 'multivec'"
+            )
+        # Lance scores multivector columns with cosine only, and without .metric() an unindexed
+        # search silently uses L2; cosine equals the dot product for unit-norm tokens.
+        search = (
+            self._open()
+            .search(query, vector_column_name="tokens")
+            .metric("cosine")
+            .select(["key"])
+            .limit(k)
+        )
+        if filter is not None:
+            search = search.where(to_lance_sql(filter), prefilter=True)
+        result = search.to_arrow()
+        # _distance = sum over query tokens of (1 - max cosine) = n_query_tokens - MaxSim.
+        distance = result.column("_distance").to_numpy().astype(np.float32)
+        return result.column("key").to_pylist(), np.float32(query.shape[0]) - distance
 
     def _read(self, where: str, with_metadata: bool) -> Any:
         columns = ["key", "tokens"] + (["metadata", "text"] if with_metadata else [])

@@ -30,6 +30,7 @@ from multivec import Collection, Field, Filter
 from multivec.errors import (
     CollectionNotFoundError,
     ConfigMismatchError,
+    ConfigurationError,
     DimensionMismatchError,
     InvalidIdError,
     InvalidMetadataError,
@@ -264,6 +265,33 @@ class BackendConformance:
                 list(zip(want.ids, want.scores, strict=True)),
             )
         assert collection.count() == 400
+
+    def test_native_modes(self, loaded: tuple[Collection, Collection]) -> None:
+        """Native scoring, where declared, must rank like exact MaxSim (unit-norm vectors).
+
+        Where it is not declared, asking for it must raise a clear error.
+        """
+        col, ref = loaded
+        rng = np.random.default_rng(5)
+        query = rng.normal(size=(3, DIM)).astype(np.float32)
+        query /= np.linalg.norm(query, axis=1, keepdims=True)
+        want = ref.search(query, k=5, candidates=1000)
+        backend = col.backend
+        for mode, supported in (
+            ("native", backend.supports_native_multivector),
+            ("native-prefetch", backend.supports_native_prefetch),
+        ):
+            if not supported:
+                with pytest.raises(ConfigurationError, match="native"):
+                    col.search(query, k=5, mode=mode)  # type: ignore[arg-type]
+                continue
+            got = col.search(query, k=5, candidates=1000, mode=mode)  # type: ignore[arg-type]
+            assert_same_topk(
+                list(zip(got.ids, got.scores, strict=True)),
+                list(zip(want.ids, want.scores, strict=True)),
+                rtol=2e-3,
+            )
+            assert got[0].metadata == next(h.metadata for h in want if h.id == got[0].id)
 
     def test_hits_carry_metadata_text_and_timings(
         self, loaded: tuple[Collection, Collection]
