@@ -37,7 +37,7 @@ def docker_unavailable_reason() -> str | None:
     except ImportError:
         return "testcontainers is not installed (pip install testcontainers)"
     try:
-        docker.from_env().ping()
+        docker.from_env().ping()  # type: ignore[attr-defined]
     except Exception as exc:  # any failure means: no engine to talk to
         return f"no Docker engine answered ({type(exc).__name__}: {str(exc)[:120]})"
     return None
