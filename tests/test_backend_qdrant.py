@@ -1,0 +1,152 @@
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import multivec
+from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
+from multivec.testing.servers import server_uri
+
+pytest.importorskip("qdrant_client", reason="the qdrant extra is not installed")
+
+from multivec.backends.qdrant import point_id
+
+
+class TestQdrantEdge(BackendConformance):
+    @pytest.fixture
+    def uri(self, tmp_path: Path) -> str:
+        pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+        return f"qdrant+edge://{tmp_path}"
+
+
+class TestQdrantLocalMemory(BackendConformance):
+    @pytest.fixture
+    def uri(self) -> str:
+        return "qdrant+local://:memory:"
+
+
+class TestQdrantLocalPath(BackendConformance):
+    @pytest.fixture
+    def uri(self, tmp_path: Path) -> str:
+        return f"qdrant+local://{tmp_path}"
+
+
+@pytest.fixture(scope="module")
+def qdrant_server() -> Iterator[str]:
+    with server_uri("qdrant") as uri:
+        yield uri
+
+
+@pytest.mark.server
+class TestQdrantServer(BackendConformance):
+    @pytest.fixture
+    def uri(self, qdrant_server: str) -> str:
+        return qdrant_server
+
+
+def test_point_ids_are_stable_uuids() -> None:
+    assert point_id("s:a") == point_id("s:a")
+    assert point_id("s:1") != point_id("i:1")
+    # A fixed namespace: the mapping must never change between releases.
+    assert uuid.UUID(point_id("s:doc")).version == 5
+    assert point_id("i:0") == str(uuid.UUID(point_id("i:0")))
+
+
+@pytest.mark.parametrize("flavour", ["edge", "local"])
+def test_awkward_ids_round_trip(tmp_path: Path, flavour: str) -> None:
+    if flavour == "edge":
+        pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    col = multivec.connect(f"qdrant+{flavour}://{tmp_path}", "ids", dim=DIM, fde=SMALL_FDE)
+    ids = [
+        "936DA01F9ABD4d9d80C702AF85C822A8",  # a UUID Qdrant would normalise
+        str(uuid.uuid4()),
+        2**64 - 1,
+        0,
+        "0",
+        -(2**63),
+    ]
+    _, vectors, _ = make_corpus(len(ids))
+    col.upsert(ids, vectors)
+    assert [d.id for d in col.get(ids)] == ids
+    assert sorted(map(str, (d.id for b in col.iter_documents(2) for d in b))) == sorted(
+        map(str, ids)
+    )
+    col.drop()
+    col.close()
+
+
+def test_edge_shard_reopens_from_disk(tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    uri = f"qdrant+edge://{tmp_path}"
+    ids, vectors, metadata = make_corpus(20)
+    col = multivec.connect(uri, "persist", dim=DIM, fde=SMALL_FDE)
+    col.upsert(ids, vectors, metadata)
+    col.close()  # the last handle: the shard is flushed and closed
+    again = multivec.connect(uri, "persist")
+    assert again.count() == 20
+    doc = again.get([ids[3]])[0]
+    assert doc.metadata == metadata[3]
+    np.testing.assert_array_equal(doc.vectors, vectors[3].astype(np.float16))
+    assert again.search(vectors[5], k=1).ids == [ids[5]]
+    again.close()
+
+
+def test_filter_on_unpathable_field_is_refused() -> None:
+    col = multivec.connect("qdrant+local://:memory:", "badfield", dim=DIM, fde=SMALL_FDE)
+    _, vectors, _ = make_corpus(1)
+    col.upsert(["a"], vectors, [{"a.b": 1}])
+    assert col.get(["a"])[0].metadata == {"a.b": 1}
+    with pytest.raises(multivec.errors.InvalidFilterError, match="key syntax"):
+        col.search(vectors[0], filter=multivec.Field("a.b") == 1)
+    col.drop()
+
+
+@pytest.mark.parametrize("flavour", ["edge", "local"])
+def test_type_edge_cases_agree_with_matches(tmp_path: Path, flavour: str) -> None:
+    if flavour == "edge":
+        pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    F = multivec.Field
+    metas = [
+        {"v": 1},
+        {"v": 1.0},
+        {"v": True},
+        {"v": [1]},
+        {"v": "1"},
+        {"v": []},
+        {"v": None},
+        {"v": {}},
+        {"v": [True]},
+        {"v": False},
+        {},
+    ]
+    ids = list(range(len(metas)))
+    _, vectors, _ = make_corpus(len(ids))
+    col = multivec.connect(f"qdrant+{flavour}://{tmp_path}", "types", dim=DIM, fde=SMALL_FDE)
+    col.upsert(ids, vectors, metas)
+    for flt in [
+        F("v") == 1,
+        F("v") == True,  # noqa: E712 (builds a filter)
+        F("v") == False,  # noqa: E712
+        F("v") == "1",
+        F("v") >= 1,
+        F("v").isin([1, "1", True]),
+        F("v").contains(1),
+        F("v").contains(True),
+        F("v").exists(),
+        ~F("v").exists(),
+        F("v") != 1,
+    ]:
+        want = {i for i, m in zip(ids, metas, strict=True) if flt.matches(m)}
+        got = set(col.search(vectors[0], k=len(ids), candidates=len(ids), filter=flt).ids)
+        assert got == want, flt
+    col.drop()
+    col.close()
+
+
+@pytest.mark.parametrize("grpc", ["true", "false"])
+def test_unreachable_server_raises_unavailable(grpc: str) -> None:
+    # Port 9 (discard) is closed here: every try fails fast, then the retries give up.
+    with pytest.raises(multivec.errors.BackendUnavailableError, match=r"127\.0\.0\.1"):
+        multivec.connect(f"qdrant://127.0.0.1:9?grpc_port=9&prefer_grpc={grpc}", "x", dim=DIM)
