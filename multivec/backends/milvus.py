@@ -1,0 +1,632 @@
+"""``milvus://host:port`` (a Milvus server) and ``milvus+lite://<file>.db`` (Milvus Lite).
+
+Flavours:
+
+* ``milvus+lite://./data/multivec.db``: Milvus Lite 3.x, an embedded pure-Python Milvus that
+  speaks the Milvus gRPC protocol. One process may open a data file at a time (a file lock), so
+  clients are cached per path inside the process and shared by every collection on it.
+* ``milvus://host:19530[?token=user:pw&db=name&secure=true]``: a Milvus server. The token can
+  also come from the ``MILVUS_TOKEN`` environment variable. Unavailable servers and timeouts are
+  retried a few times with exponential backoff, then raise
+  :class:`~multivec.errors.BackendUnavailableError`.
+
+Layout (the same on Lite and on a server), for a collection ``<name>``:
+
+===================  ===============================  ============================================
+collection / field   Milvus type                      why
+===================  ===============================  ============================================
+``<name>``.key       VARCHAR(520), primary key        the internal key (``s:...`` / ``i:...``)
+``<name>``.fde       FLOAT_VECTOR(fde_dim), IP index  the ANN column (HNSW on a server, FLAT: Lite)
+``<name>``.meta      JSON                             the metadata exactly as given (returned)
+``<name>``.fmeta     JSON                             a filter shadow of ``meta``, split by kind
+``<name>``.text      VARCHAR(65535), nullable         the source text
+``<name>``.n_tokens  INT64                            the token count, to plan token reads
+``<name>__tokens``   one row per token                ``id`` = key + ``#`` + position (primary),
+                                                      ``key`` (INVERTED index), ``pos``,
+                                                      ``vec`` FLOAT_VECTOR(dim) with a FLAT index
+===================  ===============================  ============================================
+
+Milvus has no binary column and its native multi-vector type (a StructArray with a ``MAX_SIM``
+index) exists only on servers >= 2.6.4, needs a RAM-resident graph index over every token and is
+missing from Milvus Lite; so token matrices live in the side collection, one FLOAT_VECTOR row per
+token. Milvus insists that every vector field is indexed; FLAT adds nothing to the raw vectors.
+Milvus Lite has no float16 vectors, so ``float16`` collections store float32 values that are
+exactly representable in float16 and convert back on read.
+
+Bytes per document, roughly: main row ``len(key) + 4·fde_dim + 2·len(metadata JSON) + len(text)
++ 8`` (+ the HNSW graph, about ``8·M`` = 128 bytes, on a server); token rows ``n_tokens·(4·dim +
+2·len(key) + 24)``. A loaded Milvus collection keeps its vectors in memory, so a server needs about
+``4·dim`` bytes of RAM per stored token plus ``4·fde_dim`` per document.
+
+The :class:`~multivec.CollectionInfo` is stored as the main collection's property
+``multivec.info`` (Milvus Lite does not return collection descriptions; both keep properties).
+
+Quirks handled here:
+
+* Plain ``insert`` keeps duplicate primary keys, so documents and token rows are written with
+  ``upsert``; a document's old token rows are deleted first (its token count may shrink).
+* Collections are created and read with ``consistency_level="Strong"`` (the default, Bounded,
+  hides a write for about 200 ms; Lite is always strong).
+* A request may carry at most 64 MB: the façade batches documents by bytes and this module
+  splits token rows further. Queries and searches return at most 16,384 rows, so reads are paged.
+* Vector dimensions above 32,768 are refused here, because Milvus Lite accepts them but a server
+  does not.
+* ``count(*)`` is exact; ``num_entities`` is not.
+* Filters go into the search's ``filter=`` (a pre-filter). Milvus compares a JSON ``true`` equal
+  to ``1`` and does not support ``in`` on JSON paths, so filters are evaluated over ``fmeta``,
+  which keeps top-level strings, numbers, booleans and lists of each under separate sub-objects
+  (``fmeta["s"]``, ``["n"]``, ``["b"]``, ``["ls"]``, ``["ln"]``, ``["lb"]``); every condition is
+  guarded with ``exists`` so ``not`` never meets a null.
+* Texts longer than 65,535 UTF-8 bytes and metadata over 65,536 bytes are refused (Milvus's
+  VARCHAR and JSON limits); store long texts elsewhere and keep a reference in metadata.
+
+Native multi-vector search is not offered (``supports_native_multivector = False``): Milvus Lite
+has no ``MAX_SIM``, and a server's StructArray ``MAX_SIM`` search cannot run over the
+side-collection layout. Search is always the FDE ANN stage plus exact MaxSim in multivec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from multivec._filters import And, Contains, Eq, Exists, Filter, In, Not, Or, Range, Scalar
+from multivec._models import CollectionInfo
+from multivec._uri import URI
+from multivec.backends._base import Backend, Fetched, WriteBatch
+from multivec.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    InvalidFilterError,
+    InvalidInputError,
+    MissingDependencyError,
+)
+
+try:
+    # pymilvus ships no type information.
+    from pymilvus import DataType, MilvusClient  # type: ignore[import-untyped]
+    from pymilvus.exceptions import (  # type: ignore[import-untyped]
+        MilvusException,
+        MilvusUnavailableException,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("pymilvus", "milvus") from exc
+
+__all__ = ["MilvusBackend", "to_milvus_expr"]
+
+_T = TypeVar("_T")
+
+_INFO_PROPERTY = "multivec.info"
+_TOKENS_SUFFIX = "__tokens"
+# Milvus names: letters, digits and '_', starting with a letter or '_', at most 255 characters;
+# the token collection's suffix must still fit.
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,246}$")
+_MAX_DIM = 32_768
+_MAX_REQUEST = 64 * 1024 * 1024
+# Replies are capped at 64 MB too; reads aim well below it.
+_READ_BYTES = 32 * 1024 * 1024
+# The server's topk / query window cap.
+_MAX_ROWS = 16_384
+_MAX_TEXT_BYTES = 65_535
+_MAX_JSON_BYTES = 65_536
+# A key IN [...] list this long keeps one expression small (keys are at most 520 bytes).
+_IN_CHUNK = 1_000
+_RETRIES = 4
+_BACKOFF_S = 0.5
+
+_LITE_CLIENTS: dict[str, Any] = {}
+_LITE_LOCK = threading.Lock()
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+def _str(value: str) -> str:
+    # Milvus string literals understand \" and \\ (and \n, \t); \uXXXX is not understood, so
+    # other control characters cannot be written at all.
+    if any(ord(ch) < 0x20 and ch not in "\n\t\r" for ch in value):
+        raise InvalidFilterError(f"Milvus filters cannot contain control characters: {value!r}")
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\t", "\\t")
+        .replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
+def _num(value: float) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidFilterError(f"{value!r} is not a number")
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def _literal(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _num(value)
+    return _str(value)
+
+
+def _kind(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "b"
+    return "n" if isinstance(value, (int, float)) else "s"
+
+
+def _path(group: str, field: str) -> str:
+    return f"fmeta[{_str(group)}][{_str(field)}]"
+
+
+def _guarded(path: str, condition: str) -> str:
+    # exists first: without it a missing key yields null, and not(null) is not true.
+    return f"(exists {path} and {condition})"
+
+
+def _eq(field: str, value: Scalar) -> str:
+    path = _path(_kind(value), field)
+    return _guarded(path, f"{path} == {_literal(value)}")
+
+
+def _range(f: Range) -> str:
+    path = _path("n", f.field)
+    parts = []
+    for bound, op in ((f.gt, ">"), (f.gte, ">="), (f.lt, "<"), (f.lte, "<=")):
+        if bound is None:
+            continue
+        if math.isinf(bound):
+            # Every finite number is below +inf and above -inf.
+            if (bound > 0) == (op in (">", ">=")):
+                return "false"
+            continue
+        parts.append(f"{path} {op} {_num(bound)}")
+    return _guarded(path, " and ".join(parts) if parts else "true")
+
+
+def to_milvus_expr(f: Filter) -> str:
+    """Translate a filter to a Milvus boolean expression over the ``fmeta``/``meta`` JSON fields.
+
+    The result selects exactly what :meth:`Filter.matches` selects; see the module docstring for
+    the ``fmeta`` layout that makes booleans and numbers distinct.
+    """
+    if isinstance(f, And):
+        return "(" + " and ".join(to_milvus_expr(x) for x in f.filters) + ")"
+    if isinstance(f, Or):
+        return "(" + " or ".join(to_milvus_expr(x) for x in f.filters) + ")"
+    if isinstance(f, Not):
+        return f"(not {to_milvus_expr(f.filter)})"
+    if isinstance(f, Eq):
+        return _eq(f.field, f.value)
+    if isinstance(f, In):
+        # Milvus has no `in` over JSON paths.
+        return "(" + " or ".join(_eq(f.field, v) for v in f.values) + ")"
+    if isinstance(f, Range):
+        return _range(f)
+    if isinstance(f, Contains):
+        path = _path("l" + _kind(f.value), f.field)
+        return _guarded(path, f"json_contains({path}, {_literal(f.value)})")
+    if isinstance(f, Exists):
+        # `exists` is false for a JSON null, as Filter.matches wants.
+        return f"(exists meta[{_str(f.field)}])"
+    raise InvalidFilterError(f"Milvus cannot translate filter node {type(f).__name__}")
+
+
+def _filter_shadow(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Split top-level scalars and lists of scalars by kind, so filters can compare exactly."""
+    shadow: dict[str, dict[str, Any]] = {}
+    for field, value in metadata.items():
+        if isinstance(value, (bool, int, float, str)):
+            shadow.setdefault(_kind(value), {})[field] = value
+        elif isinstance(value, list):
+            for kind in ("b", "n", "s"):
+                items = [
+                    v for v in value if isinstance(v, (bool, int, float, str)) and _kind(v) == kind
+                ]
+                if items:
+                    shadow.setdefault("l" + kind, {})[field] = items
+    return shadow
+
+
+# --- the backend -----------------------------------------------------------------------------
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, (MilvusUnavailableException, TimeoutError)):
+        return True
+    code = getattr(exc, "code", None)
+    # grpc.RpcError carries a callable code(); UNAVAILABLE / DEADLINE_EXCEEDED are transient.
+    if callable(code):
+        try:
+            name = getattr(code(), "name", "")
+        except Exception:  # a malformed error object: not worth retrying
+            return False
+        return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    return False
+
+
+class MilvusBackend(Backend):
+    """Milvus server or Milvus Lite; see the module docstring for layout, costs and quirks."""
+
+    scheme: ClassVar[str] = "milvus"
+    extra: ClassVar[str | None] = "milvus"
+    supports_native_multivector: ClassVar[bool] = False
+    supports_native_prefetch: ClassVar[bool] = False
+    max_vector_dim: ClassVar[int | None] = _MAX_DIM
+    max_request_bytes: ClassVar[int | None] = _MAX_REQUEST
+
+    def __init__(self, uri: URI, collection: str) -> None:
+        super().__init__(uri, collection)
+        if not _NAME.match(collection):
+            raise ConfigurationError(
+                f"collection name {collection!r} is not valid for Milvus; use letters, digits and "
+                "'_', starting with a letter or '_', at most 247 characters"
+            )
+        self._tokens = collection + _TOKENS_SUFFIX
+        self._lite = uri.driver == "lite"
+        self._owns_client = not self._lite
+        self._dim = 0
+        self._dtype = "float16"
+        self._loaded = False
+        index = uri.option("index")
+        self._index = (index or ("FLAT" if self._lite else "HNSW")).upper()
+        self._client: Any = self._connect(uri)
+
+    def _connect(self, uri: URI) -> Any:
+        if self._lite:
+            path = os.path.abspath(uri.location)
+            if not uri.location or not path.endswith(".db"):
+                raise ConfigurationError(
+                    "milvus+lite:// needs a path to a .db file, e.g. milvus+lite://./data/m.db"
+                )
+            with _LITE_LOCK:
+                client = _LITE_CLIENTS.get(path)
+                if client is None:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    client = self._call(MilvusClient, path)
+                    _LITE_CLIENTS[path] = client
+                return client
+        if uri.driver is not None:
+            raise ConfigurationError(
+                f"unknown Milvus flavour {uri.driver!r}; use milvus:// or milvus+lite://"
+            )
+        if not uri.hostport:
+            raise ConfigurationError("milvus:// needs host:port, e.g. milvus://localhost:19530")
+        secure = (uri.option("secure") or "").lower() in ("1", "true", "yes")
+        user, password = uri.userinfo
+        token = uri.option("token") or os.environ.get("MILVUS_TOKEN") or ""
+        if not token and user:
+            token = f"{user}:{password or ''}"
+        kwargs: dict[str, Any] = {
+            "uri": f"{'https' if secure else 'http'}://{uri.hostport}",
+            "token": token,
+        }
+        if uri.option("db"):
+            kwargs["db_name"] = uri.option("db")
+        return self._call(MilvusClient, **kwargs)
+
+    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Call the SDK, retrying transient failures and mapping errors to multivec's."""
+        for attempt in range(_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if _is_unavailable(exc):
+                    if attempt + 1 < _RETRIES:
+                        time.sleep(_BACKOFF_S * 2**attempt)
+                        continue
+                    raise BackendUnavailableError(
+                        f"Milvus at {self.uri} did not answer after {_RETRIES} attempts: {exc}"
+                    ) from exc
+                if isinstance(exc, MilvusException):
+                    raise BackendError(f"Milvus {getattr(fn, '__name__', 'call')}: {exc}") from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    # --- configuration -----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        # Reopened collections start released; queries need them loaded.
+        if not self._loaded:
+            for name in (self.collection, self._tokens):
+                self._call(self._client.load_collection, name)
+            self._loaded = True
+
+    def load_info(self) -> CollectionInfo | None:  # noqa: D102
+        if not self._call(self._client.has_collection, self.collection):
+            return None
+        described = self._call(self._client.describe_collection, self.collection)
+        raw = (described.get("properties") or {}).get(_INFO_PROPERTY)
+        if raw is None or not self._call(self._client.has_collection, self._tokens):
+            raise ConfigurationError(
+                f"Milvus collection {self.collection!r} exists but was not created by multivec"
+            )
+        info = CollectionInfo.model_validate_json(raw)
+        self._dim, self._dtype = info.dim, info.dtype
+        self._load()
+        return info
+
+    def create(self, info: CollectionInfo) -> None:  # noqa: D102
+        for what, dim in (("token dimension", info.dim), ("FDE dimension", info.fde_dim)):
+            if dim > _MAX_DIM:
+                raise ConfigurationError(
+                    f"the {what} {dim} exceeds Milvus's limit of {_MAX_DIM} "
+                    "(enforced here because Milvus Lite would accept it)"
+                )
+        self._dim, self._dtype = info.dim, info.dtype
+        client = self._client
+        main = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        main.add_field("key", DataType.VARCHAR, is_primary=True, max_length=520)
+        main.add_field("fde", DataType.FLOAT_VECTOR, dim=info.fde_dim)
+        main.add_field("meta", DataType.JSON)
+        main.add_field("fmeta", DataType.JSON)
+        main.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=True)
+        main.add_field("n_tokens", DataType.INT64)
+        main_index = client.prepare_index_params()
+        params = {"M": 16, "efConstruction": 200} if self._index == "HNSW" else {}
+        main_index.add_index("fde", index_type=self._index, metric_type="IP", params=params)
+        tokens = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        tokens.add_field("id", DataType.VARCHAR, is_primary=True, max_length=540)
+        tokens.add_field("key", DataType.VARCHAR, max_length=520)
+        tokens.add_field("pos", DataType.INT64)
+        tokens.add_field("vec", DataType.FLOAT_VECTOR, dim=info.dim)
+        token_index = client.prepare_index_params()
+        token_index.add_index("vec", index_type="FLAT", metric_type="IP")
+        token_index.add_index("key", index_type="INVERTED")
+        # Tokens first: a main collection with its info is the marker of a complete create.
+        if not self._call(client.has_collection, self._tokens):
+            self._call(
+                client.create_collection,
+                self._tokens,
+                schema=tokens,
+                index_params=token_index,
+                consistency_level="Strong",
+            )
+        if not self._call(client.has_collection, self.collection):
+            self._call(
+                client.create_collection,
+                self.collection,
+                schema=main,
+                index_params=main_index,
+                consistency_level="Strong",
+            )
+        self._call(
+            client.alter_collection_properties,
+            self.collection,
+            properties={_INFO_PROPERTY: info.model_dump_json()},
+        )
+        self._loaded = False
+        self._load()
+
+    def drop(self) -> None:  # noqa: D102
+        for name in (self.collection, self._tokens):
+            if self._call(self._client.has_collection, name):
+                self._call(self._client.drop_collection, name)
+        self._loaded = False
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
+        rows = []
+        for i, key in enumerate(batch.keys):
+            if any(ord(ch) < 0x20 and ch not in "\n\t\r" for ch in key):
+                # Reads select by key in an expression, and Milvus string literals have no
+                # escape for other control characters: such a document could not be read back.
+                raise InvalidInputError(
+                    f"document id {key[2:]!r} contains a control character Milvus filters "
+                    "cannot express; use another id"
+                )
+            text = batch.texts[i]
+            if text is not None and len(text.encode("utf-8")) > _MAX_TEXT_BYTES:
+                raise InvalidInputError(
+                    f"the text of document {key[2:]!r} is over Milvus's {_MAX_TEXT_BYTES}-byte "
+                    "VARCHAR limit; chunk it or keep it outside and store a reference in metadata"
+                )
+            meta = batch.metadata[i]
+            shadow = _filter_shadow(meta)
+            for what, value in (("metadata", meta), ("filterable metadata", shadow)):
+                if len(json.dumps(value, ensure_ascii=False).encode()) > _MAX_JSON_BYTES:
+                    raise InvalidInputError(
+                        f"the {what} of document {key[2:]!r} is over Milvus's "
+                        f"{_MAX_JSON_BYTES}-byte JSON limit"
+                    )
+            rows.append(
+                {
+                    "key": key,
+                    "fde": batch.fdes[i].tolist(),
+                    "meta": meta,
+                    "fmeta": shadow,
+                    "text": text,
+                    "n_tokens": int(batch.vectors[i].shape[0]),
+                }
+            )
+        self._load()
+        # Old token rows go first: the new document may have fewer tokens.
+        self._delete_tokens(batch.keys)
+        self._write_tokens(batch.keys, batch.vectors)
+        # The façade counts metadata once; rows carry it twice (meta and fmeta), so split again.
+        limit = int(self.max_request_bytes or _MAX_REQUEST) // 2
+        start, size = 0, 0
+        for i, row in enumerate(rows):
+            row_bytes = (
+                4 * len(row["fde"])
+                + 3 * len(json.dumps(row["meta"]))
+                + 2 * len((row["text"] or "").encode())
+            )
+            if i > start and size + row_bytes > limit:
+                self._call(self._client.upsert, self.collection, rows[start:i])
+                start, size = i, 0
+            size += row_bytes
+        self._call(self._client.upsert, self.collection, rows[start:])
+
+    def _write_tokens(self, keys: Sequence[str], vectors: Sequence[npt.NDArray[Any]]) -> None:
+        # Token rows are chunked by bytes on their own: each row repeats the key twice, and a
+        # float16 document doubles in size as float32 rows. Upsert (not insert) makes a retry of
+        # a request that did land harmless.
+        limit = int(self.max_request_bytes or _MAX_REQUEST) // 2
+        pending: list[dict[str, Any]] = []
+        size = 0
+        for key, matrix in zip(keys, vectors, strict=True):
+            values = matrix.astype(np.float32).tolist()
+            row_bytes = 4 * self._dim + 2 * len(key.encode()) + 32
+            for pos, vec in enumerate(values):
+                if pending and size + row_bytes > limit:
+                    self._call(self._client.upsert, self._tokens, pending)
+                    pending, size = [], 0
+                pending.append({"id": f"{key}#{pos:06d}", "key": key, "pos": pos, "vec": vec})
+                size += row_bytes
+        if pending:
+            self._call(self._client.upsert, self._tokens, pending)
+
+    def _delete_tokens(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            self._call(self._client.delete, self._tokens, filter=f"key in {_in_list(chunk)}")
+
+    def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
+        self._load()
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            self._call(self._client.delete, self.collection, filter=f"key in {_in_list(chunk)}")
+        self._delete_tokens(keys)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def count(self) -> int:  # noqa: D102
+        self._load()
+        result = self._call(
+            self._client.query,
+            self.collection,
+            filter="",
+            output_fields=["count(*)"],
+            consistency_level="Strong",
+        )
+        return int(result[0]["count(*)"])
+
+    def ann(  # noqa: D102
+        self, fde_query: npt.NDArray[np.float32], limit: int, filter: Filter | None
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        self._load()
+        limit = min(limit, _MAX_ROWS)
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if self._index == "HNSW":
+            # ef below the limit would return fewer hits; a generous ef keeps recall high.
+            params["params"] = {"ef": min(max(limit, 256), 32_768)}
+        result = self._call(
+            self._client.search,
+            self.collection,
+            data=[fde_query.astype(np.float32).tolist()],
+            anns_field="fde",
+            limit=limit,
+            filter=to_milvus_expr(filter) if filter is not None else "",
+            search_params=params,
+            output_fields=["key"],
+            consistency_level="Strong",
+        )
+        hits = list(result[0]) if result else []
+        keys = [str(h["entity"]["key"]) for h in hits]
+        scores = np.array([h["distance"] for h in hits], dtype=np.float32)
+        return keys, scores
+
+    def _query(self, name: str, expr: str, fields: list[str], limit: int) -> list[dict[str, Any]]:
+        result = self._call(
+            self._client.query,
+            name,
+            filter=expr,
+            output_fields=fields,
+            limit=limit,
+            consistency_level="Strong",
+        )
+        return list(result)
+
+    def fetch(self, keys: Sequence[str], *, with_metadata: bool = True) -> Fetched:  # noqa: D102
+        self._load()
+        fields = ["key", "n_tokens"] + (["meta", "text"] if with_metadata else [])
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            for row in self._query(
+                self.collection, f"key in {_in_list(chunk)}", fields, len(chunk)
+            ):
+                found[row["key"]] = row
+        ordered = [k for k in keys if k in found]
+        tokens = self._read_tokens({k: int(found[k]["n_tokens"]) for k in ordered})
+        metadata = texts = None
+        if with_metadata:
+            metadata = [dict(found[k]["meta"] or {}) for k in ordered]
+            texts = [found[k].get("text") for k in ordered]
+        return Fetched.pack(
+            ordered, [tokens[k] for k in ordered], self._dim, self._dtype, metadata, texts
+        )
+
+    def _read_tokens(self, counts: dict[str, int]) -> dict[str, npt.NDArray[Any]]:
+        """Read token matrices in requests of at most ``_MAX_ROWS`` rows and ~32 MB."""
+        per_request = max(1, min(_MAX_ROWS, _READ_BYTES // (4 * self._dim + 1_100)))
+        out = {k: np.zeros((n, self._dim), dtype=np.float32) for k, n in counts.items()}
+        group: list[str] = []
+        rows = 0
+
+        def flush() -> None:
+            expr = f"key in {_in_list(group)}"
+            for row in self._query(self._tokens, expr, ["key", "pos", "vec"], rows):
+                out[row["key"]][int(row["pos"])] = row["vec"]
+
+        for key, n in counts.items():
+            if n > per_request:
+                # One long document: page through its positions.
+                for lo in range(0, n, per_request):
+                    hi = min(n, lo + per_request)
+                    expr = f"key == {_str(key)} and pos >= {lo} and pos < {hi}"
+                    for row in self._query(self._tokens, expr, ["pos", "vec"], hi - lo):
+                        out[key][int(row["pos"])] = row["vec"]
+                continue
+            if group and (rows + n > per_request or len(group) >= _IN_CHUNK):
+                flush()
+                group, rows = [], 0
+            group.append(key)
+            rows += n
+        if group:
+            flush()
+        return {k: v.astype(self._dtype, copy=False) for k, v in out.items()}
+
+    def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
+        # Milvus returns query rows in no particular order (order_by is ignored by Lite), so the
+        # page is found by narrowing: query keys past the cursor; if the reply was capped, keep
+        # only keys up to the limit-th smallest seen and ask again, until a reply is complete.
+        self._load()
+        limit = max(1, min(limit, _MAX_ROWS - 1))
+        lower = "" if after is None else f"key > {_str(after)}"
+        upper: str | None = None
+        while True:
+            expr = " and ".join(e for e in (lower, upper and f"key <= {_str(upper)}") if e)
+            rows = self._query(self.collection, expr, ["key"], _MAX_ROWS)
+            keys = sorted(str(r["key"]) for r in rows)
+            if len(keys) < _MAX_ROWS:
+                break
+            upper = keys[limit - 1]
+        page = keys[:limit]
+        return self.fetch(page)
+
+    def optimize(self) -> None:
+        """Nothing to do: Milvus compacts and indexes segments in the background."""
+
+    def close(self) -> None:
+        """Close a server connection; Milvus Lite clients stay cached for the process."""
+        if self._owns_client:
+            self._client.close()
+
+
+def _in_list(keys: Sequence[str]) -> str:
+    return "[" + ", ".join(_str(k) for k in keys) + "]"
