@@ -60,12 +60,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
         records = itertools.islice(records, args.limit)
     batches = _batched(iter(records), args.batch_size)
     timings = {"encode": 0.0, "fit": 0.0, "store": 0.0}
+    # The bar counts encoded documents: encoding is the slow part, and a new collection encodes
+    # its first --fit-docs documents before anything is written.
+    bar = _progress(args.limit, "doc")
 
     def encode(batch: list[Any]) -> tuple[list[Any], list[str], list[Any]]:
         t0 = time.perf_counter()
         texts = [f"{r.title}. {r.text}" if r.title else r.text for r in batch]
         vectors = list(encoder.embed(texts, batch_size=args.batch_size))
         timings["encode"] += time.perf_counter() - t0
+        if bar is not None:
+            bar.update(len(batch))
         return batch, texts, vectors
 
     # Encoded batches not yet written: a new collection first fits its FDE on them.
@@ -88,7 +93,6 @@ def _cmd_index(args: argparse.Namespace) -> int:
     else:
         col = _create_fitted(args, batches, pending, encode, timings, model)
 
-    bar = _progress(args.limit, "doc")
     n_docs = n_tokens = 0
     for batch, texts, vectors in itertools.chain(pending, (encode(b) for b in batches)):
         t0 = time.perf_counter()
@@ -97,8 +101,6 @@ def _cmd_index(args: argparse.Namespace) -> int:
         timings["store"] += time.perf_counter() - t0
         n_docs += len(batch)
         n_tokens += sum(v.shape[0] for v in vectors)
-        if bar is not None:
-            bar.update(len(batch))
     if bar is not None:
         bar.close()
     t0 = time.perf_counter()
