@@ -13,8 +13,8 @@ text       string, nullable                             the source text, if give
 =========  ===========================================  ==========================================
 
 The collection's :class:`~multivec.CollectionInfo` is kept in the table's schema metadata under
-``multivec``. Storage per document is about ``4·fde_dim + 2·n_tokens·dim`` bytes (float16) plus
-metadata and text.
+``multivec``. Storage per document is about ``8·fde_dim + 2·n_tokens·dim`` bytes (float16) plus
+metadata and text once the index exists (IVF_FLAT keeps its own copy of the FDEs).
 
 Upserts use ``merge_insert("key")`` because a plain ``add`` would duplicate existing ids.
 Filters are translated to Lance SQL over the JSON column and applied as a *pre*-filter of the
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -353,7 +354,11 @@ class LanceDBBackend(Backend):
         return _reorder(fetched, [order[k] for k in keys])
 
     def optimize(self) -> None:
-        """Compact the fragments many upserts leave, and build or update the FDE index."""
+        """Compact the fragments many upserts leave, build the FDE index, drop old versions.
+
+        Run it when no other process is reading or writing the table: Lance deletes the files
+        of every version but the latest, and a reader still on an older one would fail.
+        """
         table = self._open()
         table.optimize()
         has_index = any(ix.columns == ["fde"] for ix in table.list_indices())
@@ -366,6 +371,15 @@ class LanceDBBackend(Backend):
             table.create_index(
                 "fde", config=IvfFlat(distance_type="dot", num_partitions=partitions)
             )
+        # Every merge_insert and the compaction write a new table version, and Lance keeps old
+        # ones (for time travel) for 7 days by default; multivec never reads them, and after a
+        # bulk load they more than double the bytes on disk. Lance warns that this is unsafe
+        # with concurrent users, which the docstring above makes the caller's condition.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)")
+            # The first pass's index update writes one more version; the second drops it.
+            for _ in range(2):
+                table.optimize(cleanup_older_than=timedelta(0))
 
 
 def _reorder(fetched: Fetched, order: list[int]) -> Fetched:
