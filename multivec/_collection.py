@@ -40,6 +40,7 @@ from multivec._validation import (
 )
 from multivec.backends import Backend, Fetched, WriteBatch, get_backend
 from multivec.errors import (
+    BackendUnavailableError,
     CollectionNotFoundError,
     ConfigMismatchError,
     ConfigurationError,
@@ -235,8 +236,12 @@ class Collection:
 
         Raises:
             InvalidInputError: Anything wrong with the input; nothing is written then.
-            PartialWriteError: The database failed after some batches were written; the error
-                lists which ids were and were not written. Retrying the call is safe.
+            PartialWriteError: The database failed after acknowledging some batches; the error
+                lists the ids written, unconfirmed (in the request that failed) and not
+                written. Retrying the call is safe.
+            BackendError: The database failed before acknowledging anything (its subclass
+                :class:`~multivec.errors.BackendUnavailableError` after retries); only the
+                first request can have landed. Retrying the call is safe.
         """
         keys = check_ids(ids)
         if len(vectors) != len(keys):
@@ -256,12 +261,29 @@ class Collection:
             )
             try:
                 self._backend.upsert(batch)
-            except MultivecError as exc:
-                if not written:
-                    raise
-                raise _partial(exc, written, keys[len(written) :]) from exc
+            except PartialWriteError as exc:
+                # The backend knows which of its batch landed (Weaviate reports per object).
+                raise PartialWriteError(
+                    f"upsert failed part way: {exc}",
+                    [key_to_id(k) for k in written] + exc.written,
+                    exc.not_written + [key_to_id(k) for k in keys[stop:]],
+                    exc.unconfirmed,
+                ) from exc
             except Exception as exc:
-                raise _partial(exc, written, keys[len(written) :]) from exc
+                if not written:
+                    # Nothing acknowledged: the typed error itself says what went wrong.
+                    raise
+                # A refusal stores nothing; a lost connection or timeout leaves it unknown.
+                refused = isinstance(exc, MultivecError) and not isinstance(
+                    exc, BackendUnavailableError
+                )
+                failed = [key_to_id(k) for k in batch.keys]
+                raise PartialWriteError(
+                    f"upsert failed part way: {exc}",
+                    [key_to_id(k) for k in written],
+                    (failed if refused else []) + [key_to_id(k) for k in keys[stop:]],
+                    [] if refused else failed,
+                ) from exc
             written.extend(batch.keys)
 
     def _byte_batches(
@@ -420,11 +442,3 @@ def _documents(fetched: Fetched) -> list[Document]:
         Document(key_to_id(key), fetched.matrix(i), metadata[i], texts[i])
         for i, key in enumerate(fetched.keys)
     ]
-
-
-def _partial(exc: Exception, written: list[str], not_written: list[str]) -> PartialWriteError:
-    return PartialWriteError(
-        f"upsert failed part way: {exc}",
-        [key_to_id(k) for k in written],
-        [key_to_id(k) for k in not_written],
-    )

@@ -106,12 +106,29 @@ class BackendUnavailableError(BackendError, ConnectionError):
 
 
 class PartialWriteError(BackendError):
-    """A write failed part way: ``written`` ids are stored, ``not_written`` ids are not."""
+    """A write failed part way; the ids fall into three lists.
 
-    def __init__(self, message: str, written: Sequence[Any], not_written: Sequence[Any]) -> None:
+    Attributes:
+        written: Stored: the database acknowledged them.
+        unconfirmed: Sent in the request that failed (a timeout or a dropped connection): the
+            database may or may not have stored them.
+        not_written: Never sent.
+
+    Retrying the same upsert is safe: upserts replace rather than duplicate.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        written: Sequence[Any],
+        not_written: Sequence[Any],
+        unconfirmed: Sequence[Any] = (),
+    ) -> None:
         super().__init__(
-            f"{message} ({len(written)} documents written, {len(not_written)} not written; "
-            "retrying the same upsert is safe, it replaces rather than duplicates)"
+            f"{message} ({len(written)} documents written, {len(unconfirmed)} unconfirmed, "
+            f"{len(not_written)} not written; retrying the same upsert is safe, it replaces "
+            "rather than duplicates)"
         )
         self.written = list(written)
+        self.unconfirmed = list(unconfirmed)
         self.not_written = list(not_written)

@@ -15,7 +15,13 @@ pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
 import multivec
 from multivec import Field
 from multivec.backends import milvus as milvus_module
-from multivec.errors import ConfigurationError, InvalidFilterError, InvalidInputError
+from multivec.backends._codec import CHUNK_CHARS
+from multivec.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidFilterError,
+    InvalidInputError,
+)
 from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
 from multivec.testing.servers import server_uri
 
@@ -52,12 +58,6 @@ def name() -> str:
     return f"m_{uuid.uuid4().hex[:12]}"
 
 
-def _rows(uri: str, collection: str) -> list[dict[str, Any]]:
-    col = multivec.connect(uri, collection)
-    backend: Any = col.backend
-    return backend._query(backend._tokens, "", ["key", "pos"], 16_384)  # type: ignore[no-any-return]
-
-
 def test_dimension_limit_is_enforced_even_on_lite(lite_uri: str, name: str) -> None:
     """Milvus Lite accepts 40,000-d vectors; a server does not, so multivec refuses them."""
     with pytest.raises(ConfigurationError, match="32768"):
@@ -78,55 +78,71 @@ def test_backend_create_refuses_large_dims_directly(lite_uri: str, name: str) ->
         backend.create(info)
 
 
-def test_token_rows_are_split_across_requests(
+def test_rows_are_split_across_requests_and_reads_are_grouped(
     lite_uri: str, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch's token rows go in several requests when they exceed the request size."""
+    """Writes split when rows exceed the request size; reads split by the stored row sizes."""
+    monkeypatch.setattr(milvus_module.MilvusBackend, "max_request_bytes", 4096)
     col = multivec.connect(lite_uri, name, dim=DIM, fde=SMALL_FDE)
     try:
         backend: Any = col.backend
-        calls: list[tuple[str, int]] = []
-        original = backend._client.upsert
+        writes: list[int] = []
+        reads: list[int] = []
+        upsert, read = backend._client.upsert, backend._read
 
-        def spy(collection: str, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
-            calls.append((collection, len(rows)))
-            return original(collection, rows, **kwargs)
+        def spy_upsert(collection: str, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+            writes.append(len(rows))
+            return upsert(collection, rows, **kwargs)
 
-        monkeypatch.setattr(backend._client, "upsert", spy)
-        monkeypatch.setattr(type(backend), "max_request_bytes", 4096)
+        def spy_read(keys: list[str], fields: list[str]) -> Any:
+            reads.append(len(keys))
+            return read(keys, fields)
+
+        monkeypatch.setattr(backend._client, "upsert", spy_upsert)
+        monkeypatch.setattr(backend, "_read", spy_read)
+        monkeypatch.setattr(milvus_module, "_READ_BYTES", 3000)
         rng = np.random.default_rng(0)
         vectors = [rng.normal(size=(30, DIM)).astype(np.float32) for _ in range(10)]
         col.upsert(list(range(10)), vectors)
-        token_calls = [n for c, n in calls if c == backend._tokens]
-        assert len(token_calls) > 1
-        assert sum(token_calls) == 300
-        main_calls = [n for c, n in calls if c == backend.collection]
-        assert len(main_calls) > 1
-        assert sum(main_calls) == 10
+        assert len(writes) > 1
+        assert sum(writes) == 10
         assert col.count() == 10
-        for doc, vec in zip(col.get(list(range(10))), vectors, strict=True):
+        got = col.get(list(range(10)))
+        assert len(reads) > 1
+        assert sum(reads) == 10
+        for doc, vec in zip(got, vectors, strict=True):
             np.testing.assert_array_equal(doc.vectors, vec.astype(np.float16))
     finally:
         col.drop()
 
 
-def test_reupsert_with_fewer_tokens_replaces_rows(lite_uri: str, name: str) -> None:
-    """Re-upserting a document with fewer tokens must leave no stale token rows behind."""
+def test_long_documents_span_several_chunks(lite_uri: str, name: str) -> None:
+    """A token matrix above one VARCHAR chunk is split and joined back bit for bit."""
+    col = multivec.connect(lite_uri, name, dim=DIM, fde=SMALL_FDE, dtype="float32")
+    try:
+        rows = 2 * CHUNK_CHARS // (4 * DIM) + 7
+        long = np.random.default_rng(1).normal(size=(rows, DIM)).astype(np.float32)
+        col.upsert(["long", "short"], [long, long[:1]])
+        stored = col.backend._query('key == "s:long"', ["tokens"], 1)  # type: ignore[attr-defined]
+        assert len(stored[0]["tokens"]) == 3
+        np.testing.assert_array_equal(col.get(["long"])[0].vectors, long)
+        col.upsert(["long"], [long[:2]])
+        np.testing.assert_array_equal(col.get(["long"])[0].vectors, long[:2])
+        assert col.count() == 2
+    finally:
+        col.drop()
+
+
+def test_tokens_changed_outside_multivec_are_reported(lite_uri: str, name: str) -> None:
+    """A row whose token text is not whole tokens fails loudly instead of scoring garbage."""
     col = multivec.connect(lite_uri, name, dim=DIM, fde=SMALL_FDE)
     try:
-        rng = np.random.default_rng(1)
-        col.upsert(["a", "b"], [rng.normal(size=(9, DIM)), rng.normal(size=(4, DIM))])
-        short = rng.normal(size=(2, DIM)).astype(np.float32)
-        col.upsert(["a"], [short])
-        rows = _rows(lite_uri, name)
-        assert sorted((r["key"], r["pos"]) for r in rows if r["key"] == "s:a") == [
-            ("s:a", 0),
-            ("s:a", 1),
-        ]
-        assert len(rows) == 6
-        np.testing.assert_array_equal(col.get(["a"])[0].vectors, short.astype(np.float16))
-        col.delete(["a"])
-        assert {r["key"] for r in _rows(lite_uri, name)} == {"s:b"}
+        col.upsert(["a"], [np.ones((2, DIM))])
+        backend: Any = col.backend
+        row = backend._query('key == "s:a"', ["key", "fde", "size", "meta", "fmeta", "text"], 1)
+        backend._client.upsert(backend.collection, [{**row[0], "tokens": ["AAAA"]}])
+        with pytest.raises(BackendError, match="changed outside multivec"):
+            col.get(["a"])
     finally:
         col.drop()
 

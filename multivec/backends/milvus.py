@@ -5,50 +5,53 @@ Flavours:
 * ``milvus+lite://./data/multivec.db``: Milvus Lite 3.x, an embedded pure-Python Milvus that
   speaks the Milvus gRPC protocol. One process may open a data file at a time (a file lock), so
   clients are cached per path inside the process and shared by every collection on it.
-* ``milvus://host:19530[?token=user:pw&db=name&secure=true]``: a Milvus server. The token can
-  also come from the ``MILVUS_TOKEN`` environment variable. Unavailable servers and timeouts are
-  retried a few times with exponential backoff, then raise
-  :class:`~multivec.errors.BackendUnavailableError`.
+* ``milvus://host:19530[?token=user:pw&db=name&secure=true&timeout=60]``: a Milvus server. The
+  token can also come from the ``MILVUS_TOKEN`` environment variable. Every call waits at most
+  ``timeout`` seconds (default 60). Unavailable servers and timeouts are retried 4 times with
+  exponential backoff (0.5, 1, 2 s), then raise :class:`~multivec.errors.BackendUnavailableError`;
+  a bulk write that fails after some requests were acknowledged raises
+  :class:`~multivec.errors.PartialWriteError` from the collection, naming every document.
 
-Layout (the same on Lite and on a server), for a collection ``<name>``:
+Layout (the same on Lite and on a server): one collection ``<name>``, one row per document.
 
-===================  ===============================  ============================================
-collection / field   Milvus type                      why
-===================  ===============================  ============================================
-``<name>``.key       VARCHAR(520), primary key        the internal key (``s:...`` / ``i:...``)
-``<name>``.fde       FLOAT_VECTOR(fde_dim), IP index  the ANN column (HNSW on a server, FLAT: Lite)
-``<name>``.meta      JSON                             the metadata exactly as given (returned)
-``<name>``.fmeta     JSON                             a filter shadow of ``meta``, split by kind
-``<name>``.text      VARCHAR(65535), nullable         the source text
-``<name>``.n_tokens  INT64                            the token count, to plan token reads
-``<name>__tokens``   one row per token                ``id`` = key + ``#`` + position (primary),
-                                                      ``key`` (INVERTED index), ``pos``,
-                                                      ``vec`` FLOAT_VECTOR(dim) with a FLAT index
-===================  ===============================  ============================================
+============  ====================================  ============================================
+field         Milvus type                           why
+============  ====================================  ============================================
+``key``       VARCHAR(520), primary key             the internal key (``s:...`` / ``i:...``)
+``fde``       FLOAT_VECTOR(fde_dim), IP index       the ANN column (HNSW on a server, FLAT: Lite)
+``tokens``    ARRAY<VARCHAR(65535)>, up to 4,096    the token matrix: base64 of its bytes at the
+                                                    stored precision, cut into 65,532-char chunks
+``size``      INT64                                 bytes of tokens + meta + text, to plan reads
+``meta``      JSON                                  the metadata exactly as given (returned)
+``fmeta``     JSON                                  a filter shadow of ``meta``, split by kind
+``text``      VARCHAR(65535), nullable              the source text
+============  ====================================  ============================================
 
-Milvus has no binary column and its native multi-vector type (a StructArray with a ``MAX_SIM``
-index) exists only on servers >= 2.6.4, needs a RAM-resident graph index over every token and is
-missing from Milvus Lite; so token matrices live in the side collection, one FLOAT_VECTOR row per
-token. Milvus insists that every vector field is indexed; FLAT adds nothing to the raw vectors.
-Milvus Lite has no float16 vectors, so ``float16`` collections store float32 values that are
-exactly representable in float16 and convert back on read.
+Why tokens are text: Milvus has no binary column, and its vector columns cannot hold a
+variable number of tokens per row except as a server-only StructArray whose ``MAX_SIM`` search
+needs a RAM-resident graph over every token (more memory than the data) and which Milvus Lite
+lacks. One FLOAT_VECTOR row per token (the first layout) was correct but slow: Milvus Lite
+spent 12-20 s per query reading 200 candidates' rows. Base64 in VARCHAR chunks is one row per
+document, round-trips bit for bit, costs 4/3 of the raw bytes and needs no index; Milvus Lite
+reads it at about 110 MB/s (about 0.35 s for 200 candidates of 180 x 384 float16 tokens), a
+server far faster. The decoding is :mod:`multivec.backends._codec`.
 
-Bytes per document, roughly: main row ``len(key) + 4·fde_dim + 2·len(metadata JSON) + len(text)
-+ 8`` (+ the HNSW graph, about ``8·M`` = 128 bytes, on a server); token rows ``n_tokens·(4·dim +
-2·len(key) + 24)``. A loaded Milvus collection keeps its vectors in memory, so a server needs about
-``4·dim`` bytes of RAM per stored token plus ``4·fde_dim`` per document.
+Bytes per document, roughly: ``len(key) + 4·fde_dim + (8/3)·n_tokens·dim`` (float16; ``16/3``
+for float32) ``+ 2·len(metadata JSON) + len(text) + 8``, plus, on a server, the HNSW graph
+(about ``8·M`` = 128 bytes). A loaded collection keeps its vectors in memory: about
+``4·fde_dim`` bytes of RAM per document for the FDE; the token text is read from storage.
 
 The :class:`~multivec.CollectionInfo` is stored as the main collection's property
 ``multivec.info`` (Milvus Lite does not return collection descriptions; both keep properties).
 
 Quirks handled here:
 
-* Plain ``insert`` keeps duplicate primary keys, so documents and token rows are written with
-  ``upsert``; a document's old token rows are deleted first (its token count may shrink).
+* Plain ``insert`` keeps duplicate primary keys, so rows are written with ``upsert``.
 * Collections are created and read with ``consistency_level="Strong"`` (the default, Bounded,
   hides a write for about 200 ms; Lite is always strong).
-* A request may carry at most 64 MB: the façade batches documents by bytes and this module
-  splits token rows further. Queries and searches return at most 16,384 rows, so reads are paged.
+* A request may carry at most 64 MB: the façade batches documents by bytes, under half of it
+  to leave room for base64 and the filter shadow. Replies are capped at 64 MB and 16,384 rows, so
+  reads first ask for each row's ``size`` and then read in groups of at most 32 MB.
 * Vector dimensions above 32,768 are refused here, because Milvus Lite accepts them but a server
   does not.
 * ``count(*)`` is exact; ``num_entities`` is not.
@@ -61,8 +64,8 @@ Quirks handled here:
   VARCHAR and JSON limits); store long texts elsewhere and keep a reference in metadata.
 
 Native multi-vector search is not offered (``supports_native_multivector = False``): Milvus Lite
-has no ``MAX_SIM``, and a server's StructArray ``MAX_SIM`` search cannot run over the
-side-collection layout. Search is always the FDE ANN stage plus exact MaxSim in multivec.
+has no ``MAX_SIM``, and a server's StructArray ``MAX_SIM`` needs the token graph described
+above. Search is always the FDE ANN stage plus exact MaxSim in multivec.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ from multivec._filters import And, Contains, Eq, Exists, Filter, In, Not, Or, Ra
 from multivec._models import CollectionInfo
 from multivec._uri import URI
 from multivec.backends._base import Backend, Fetched, WriteBatch
+from multivec.backends._codec import CHUNK_CHARS, decode_tokens, encode_tokens
 from multivec.errors import (
     BackendError,
     BackendUnavailableError,
@@ -107,10 +111,8 @@ __all__ = ["MilvusBackend", "to_milvus_expr"]
 _T = TypeVar("_T")
 
 _INFO_PROPERTY = "multivec.info"
-_TOKENS_SUFFIX = "__tokens"
-# Milvus names: letters, digits and '_', starting with a letter or '_', at most 255 characters;
-# the token collection's suffix must still fit.
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,246}$")
+# Milvus names: letters, digits and '_', starting with a letter or '_', at most 255 characters.
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _MAX_DIM = 32_768
 _MAX_REQUEST = 64 * 1024 * 1024
 # Replies are capped at 64 MB too; reads aim well below it.
@@ -119,10 +121,13 @@ _READ_BYTES = 32 * 1024 * 1024
 _MAX_ROWS = 16_384
 _MAX_TEXT_BYTES = 65_535
 _MAX_JSON_BYTES = 65_536
+# An ARRAY holds at most 4,096 elements: 268 MB of base64, far above the request limit.
+_MAX_CHUNKS = 4_096
 # A key IN [...] list this long keeps one expression small (keys are at most 520 bytes).
 _IN_CHUNK = 1_000
 _RETRIES = 4
 _BACKOFF_S = 0.5
+_DEFAULT_TIMEOUT_S = 60.0
 
 _LITE_CLIENTS: dict[str, Any] = {}
 _LITE_LOCK = threading.Lock()
@@ -264,16 +269,18 @@ class MilvusBackend(Backend):
     supports_native_multivector: ClassVar[bool] = False
     supports_native_prefetch: ClassVar[bool] = False
     max_vector_dim: ClassVar[int | None] = _MAX_DIM
-    max_request_bytes: ClassVar[int | None] = _MAX_REQUEST
+    # Half of Milvus's 64 MB: the façade counts raw token bytes and metadata once, a row carries
+    # base64 (4/3) and metadata twice (meta and fmeta). One façade batch is one request, so a
+    # failed request names exactly the documents it carried.
+    max_request_bytes: ClassVar[int | None] = _MAX_REQUEST // 2
 
     def __init__(self, uri: URI, collection: str) -> None:
         super().__init__(uri, collection)
         if not _NAME.match(collection):
             raise ConfigurationError(
                 f"collection name {collection!r} is not valid for Milvus; use letters, digits and "
-                "'_', starting with a letter or '_', at most 247 characters"
+                "'_', starting with a letter or '_', at most 255 characters"
             )
-        self._tokens = collection + _TOKENS_SUFFIX
         self._lite = uri.driver == "lite"
         self._owns_client = not self._lite
         self._dim = 0
@@ -281,6 +288,7 @@ class MilvusBackend(Backend):
         self._loaded = False
         index = uri.option("index")
         self._index = (index or ("FLAT" if self._lite else "HNSW")).upper()
+        self._timeout = _seconds(uri.option("timeout"), _DEFAULT_TIMEOUT_S)
         self._client: Any = self._connect(uri)
 
     def _connect(self, uri: URI) -> Any:
@@ -318,6 +326,8 @@ class MilvusBackend(Backend):
 
     def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Call the SDK, retrying transient failures and mapping errors to multivec's."""
+        if fn is not MilvusClient or not self._lite:
+            kwargs.setdefault("timeout", self._timeout)
         for attempt in range(_RETRIES):
             try:
                 return fn(*args, **kwargs)
@@ -339,8 +349,7 @@ class MilvusBackend(Backend):
     def _load(self) -> None:
         # Reopened collections start released; queries need them loaded.
         if not self._loaded:
-            for name in (self.collection, self._tokens):
-                self._call(self._client.load_collection, name)
+            self._call(self._client.load_collection, self.collection)
             self._loaded = True
 
     def load_info(self) -> CollectionInfo | None:  # noqa: D102
@@ -348,7 +357,7 @@ class MilvusBackend(Backend):
             return None
         described = self._call(self._client.describe_collection, self.collection)
         raw = (described.get("properties") or {}).get(_INFO_PROPERTY)
-        if raw is None or not self._call(self._client.has_collection, self._tokens):
+        if raw is None:
             raise ConfigurationError(
                 f"Milvus collection {self.collection!r} exists but was not created by multivec"
             )
@@ -366,41 +375,32 @@ class MilvusBackend(Backend):
                 )
         self._dim, self._dtype = info.dim, info.dtype
         client = self._client
-        main = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        main.add_field("key", DataType.VARCHAR, is_primary=True, max_length=520)
-        main.add_field("fde", DataType.FLOAT_VECTOR, dim=info.fde_dim)
-        main.add_field("meta", DataType.JSON)
-        main.add_field("fmeta", DataType.JSON)
-        main.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=True)
-        main.add_field("n_tokens", DataType.INT64)
-        main_index = client.prepare_index_params()
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=520)
+        schema.add_field("fde", DataType.FLOAT_VECTOR, dim=info.fde_dim)
+        schema.add_field(
+            "tokens",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=_MAX_CHUNKS,
+            max_length=CHUNK_CHARS,
+        )
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("meta", DataType.JSON)
+        schema.add_field("fmeta", DataType.JSON)
+        schema.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=True)
+        index = client.prepare_index_params()
         params = {"M": 16, "efConstruction": 200} if self._index == "HNSW" else {}
-        main_index.add_index("fde", index_type=self._index, metric_type="IP", params=params)
-        tokens = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        tokens.add_field("id", DataType.VARCHAR, is_primary=True, max_length=540)
-        tokens.add_field("key", DataType.VARCHAR, max_length=520)
-        tokens.add_field("pos", DataType.INT64)
-        tokens.add_field("vec", DataType.FLOAT_VECTOR, dim=info.dim)
-        token_index = client.prepare_index_params()
-        token_index.add_index("vec", index_type="FLAT", metric_type="IP")
-        token_index.add_index("key", index_type="INVERTED")
-        # Tokens first: a main collection with its info is the marker of a complete create.
-        if not self._call(client.has_collection, self._tokens):
-            self._call(
-                client.create_collection,
-                self._tokens,
-                schema=tokens,
-                index_params=token_index,
-                consistency_level="Strong",
-            )
+        index.add_index("fde", index_type=self._index, metric_type="IP", params=params)
         if not self._call(client.has_collection, self.collection):
             self._call(
                 client.create_collection,
                 self.collection,
-                schema=main,
-                index_params=main_index,
+                schema=schema,
+                index_params=index,
                 consistency_level="Strong",
             )
+        # The info property last: it marks a complete create.
         self._call(
             client.alter_collection_properties,
             self.collection,
@@ -410,9 +410,8 @@ class MilvusBackend(Backend):
         self._load()
 
     def drop(self) -> None:  # noqa: D102
-        for name in (self.collection, self._tokens):
-            if self._call(self._client.has_collection, name):
-                self._call(self._client.drop_collection, name)
+        if self._call(self._client.has_collection, self.collection):
+            self._call(self._client.drop_collection, self.collection)
         self._loaded = False
 
     # --- writes ------------------------------------------------------------------------------
@@ -441,65 +440,32 @@ class MilvusBackend(Backend):
                         f"the {what} of document {key[2:]!r} is over Milvus's "
                         f"{_MAX_JSON_BYTES}-byte JSON limit"
                     )
+            encoded = encode_tokens(batch.vectors[i])
+            chunks = [encoded[j : j + CHUNK_CHARS] for j in range(0, len(encoded), CHUNK_CHARS)]
+            size = (
+                len(encoded)
+                + len(json.dumps(meta, ensure_ascii=False).encode())
+                + len((text or "").encode())
+            )
             rows.append(
                 {
                     "key": key,
                     "fde": batch.fdes[i].tolist(),
+                    "tokens": chunks,
+                    "size": size,
                     "meta": meta,
                     "fmeta": shadow,
                     "text": text,
-                    "n_tokens": int(batch.vectors[i].shape[0]),
                 }
             )
         self._load()
-        # Old token rows go first: the new document may have fewer tokens.
-        self._delete_tokens(batch.keys)
-        self._write_tokens(batch.keys, batch.vectors)
-        # The façade counts metadata once; rows carry it twice (meta and fmeta), so split again.
-        limit = int(self.max_request_bytes or _MAX_REQUEST) // 2
-        start, size = 0, 0
-        for i, row in enumerate(rows):
-            row_bytes = (
-                4 * len(row["fde"])
-                + 3 * len(json.dumps(row["meta"]))
-                + 2 * len((row["text"] or "").encode())
-            )
-            if i > start and size + row_bytes > limit:
-                self._call(self._client.upsert, self.collection, rows[start:i])
-                start, size = i, 0
-            size += row_bytes
-        self._call(self._client.upsert, self.collection, rows[start:])
-
-    def _write_tokens(self, keys: Sequence[str], vectors: Sequence[npt.NDArray[Any]]) -> None:
-        # Token rows are chunked by bytes on their own: each row repeats the key twice, and a
-        # float16 document doubles in size as float32 rows. Upsert (not insert) makes a retry of
-        # a request that did land harmless.
-        limit = int(self.max_request_bytes or _MAX_REQUEST) // 2
-        pending: list[dict[str, Any]] = []
-        size = 0
-        for key, matrix in zip(keys, vectors, strict=True):
-            values = matrix.astype(np.float32).tolist()
-            row_bytes = 4 * self._dim + 2 * len(key.encode()) + 32
-            for pos, vec in enumerate(values):
-                if pending and size + row_bytes > limit:
-                    self._call(self._client.upsert, self._tokens, pending)
-                    pending, size = [], 0
-                pending.append({"id": f"{key}#{pos:06d}", "key": key, "pos": pos, "vec": vec})
-                size += row_bytes
-        if pending:
-            self._call(self._client.upsert, self._tokens, pending)
-
-    def _delete_tokens(self, keys: Sequence[str]) -> None:
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start : start + _IN_CHUNK]
-            self._call(self._client.delete, self._tokens, filter=f"key in {_in_list(chunk)}")
+        self._call(self._client.upsert, self.collection, rows)
 
     def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
         self._load()
         for start in range(0, len(keys), _IN_CHUNK):
             chunk = keys[start : start + _IN_CHUNK]
             self._call(self._client.delete, self.collection, filter=f"key in {_in_list(chunk)}")
-        self._delete_tokens(keys)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -539,10 +505,10 @@ class MilvusBackend(Backend):
         scores = np.array([h["distance"] for h in hits], dtype=np.float32)
         return keys, scores
 
-    def _query(self, name: str, expr: str, fields: list[str], limit: int) -> list[dict[str, Any]]:
+    def _query(self, expr: str, fields: list[str], limit: int) -> list[dict[str, Any]]:
         result = self._call(
             self._client.query,
-            name,
+            self.collection,
             filter=expr,
             output_fields=fields,
             limit=limit,
@@ -552,54 +518,42 @@ class MilvusBackend(Backend):
 
     def fetch(self, keys: Sequence[str], *, with_metadata: bool = True) -> Fetched:  # noqa: D102
         self._load()
-        fields = ["key", "n_tokens"] + (["meta", "text"] if with_metadata else [])
-        found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(keys))
+        sizes: dict[str, int] = {}
         for start in range(0, len(unique), _IN_CHUNK):
             chunk = unique[start : start + _IN_CHUNK]
-            for row in self._query(
-                self.collection, f"key in {_in_list(chunk)}", fields, len(chunk)
-            ):
-                found[row["key"]] = row
+            for row in self._query(f"key in {_in_list(chunk)}", ["key", "size"], len(chunk)):
+                sizes[row["key"]] = int(row["size"])
+        # Read in groups that keep each reply well under Milvus's 64 MB cap.
+        fields = ["key", "tokens"] + (["meta", "text"] if with_metadata else [])
+        found: dict[str, dict[str, Any]] = {}
+        group: list[str] = []
+        total = 0
+        for key in (k for k in unique if k in sizes):
+            if group and (total + sizes[key] > _READ_BYTES or len(group) >= _IN_CHUNK):
+                found.update(self._read(group, fields))
+                group, total = [], 0
+            group.append(key)
+            total += sizes[key]
+        if group:
+            found.update(self._read(group, fields))
         ordered = [k for k in keys if k in found]
-        tokens = self._read_tokens({k: int(found[k]["n_tokens"]) for k in ordered})
         metadata = texts = None
         if with_metadata:
             metadata = [dict(found[k]["meta"] or {}) for k in ordered]
             texts = [found[k].get("text") for k in ordered]
-        return Fetched.pack(
-            ordered, [tokens[k] for k in ordered], self._dim, self._dtype, metadata, texts
+        return decode_tokens(
+            ordered,
+            ["".join(found[k]["tokens"]) for k in ordered],
+            self._dim,
+            self._dtype,
+            metadata,
+            texts,
         )
 
-    def _read_tokens(self, counts: dict[str, int]) -> dict[str, npt.NDArray[Any]]:
-        """Read token matrices in requests of at most ``_MAX_ROWS`` rows and ~32 MB."""
-        per_request = max(1, min(_MAX_ROWS, _READ_BYTES // (4 * self._dim + 1_100)))
-        out = {k: np.zeros((n, self._dim), dtype=np.float32) for k, n in counts.items()}
-        group: list[str] = []
-        rows = 0
-
-        def flush() -> None:
-            expr = f"key in {_in_list(group)}"
-            for row in self._query(self._tokens, expr, ["key", "pos", "vec"], rows):
-                out[row["key"]][int(row["pos"])] = row["vec"]
-
-        for key, n in counts.items():
-            if n > per_request:
-                # One long document: page through its positions.
-                for lo in range(0, n, per_request):
-                    hi = min(n, lo + per_request)
-                    expr = f"key == {_str(key)} and pos >= {lo} and pos < {hi}"
-                    for row in self._query(self._tokens, expr, ["pos", "vec"], hi - lo):
-                        out[key][int(row["pos"])] = row["vec"]
-                continue
-            if group and (rows + n > per_request or len(group) >= _IN_CHUNK):
-                flush()
-                group, rows = [], 0
-            group.append(key)
-            rows += n
-        if group:
-            flush()
-        return {k: v.astype(self._dtype, copy=False) for k, v in out.items()}
+    def _read(self, keys: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
+        rows = self._query(f"key in {_in_list(keys)}", fields, len(keys))
+        return {row["key"]: row for row in rows}
 
     def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
         # Milvus returns query rows in no particular order (order_by is ignored by Lite), so the
@@ -611,7 +565,7 @@ class MilvusBackend(Backend):
         upper: str | None = None
         while True:
             expr = " and ".join(e for e in (lower, upper and f"key <= {_str(upper)}") if e)
-            rows = self._query(self.collection, expr, ["key"], _MAX_ROWS)
+            rows = self._query(expr, ["key"], _MAX_ROWS)
             keys = sorted(str(r["key"]) for r in rows)
             if len(keys) < _MAX_ROWS:
                 break
@@ -626,6 +580,18 @@ class MilvusBackend(Backend):
         """Close a server connection; Milvus Lite clients stay cached for the process."""
         if self._owns_client:
             self._client.close()
+
+
+def _seconds(value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _in_list(keys: Sequence[str]) -> str:

@@ -11,12 +11,14 @@ Flavours (the driver after ``+`` picks one):
   a pure-Python brute-force engine meant for tests and prototypes (it warns above 20,000 points
   and ignores HNSW settings). ``:memory:`` lives as long as the process and is shared by every
   connection to it; a directory allows one client per path, so one is shared per process.
-* ``qdrant://host:port[?grpc_port=6334&api_key=...&https=true&prefer_grpc=true]``: a server.
-  gRPC is preferred (``prefer_grpc=true``, the default) because it has no request size limit;
-  over REST the server refuses bodies above 32 MiB and JSON spells a float in up to ~12 bytes,
-  so batches are capped at 4 MiB of binary payload. The API key comes from ``api_key`` or the
-  ``QDRANT_API_KEY`` environment variable. Connection failures are retried three times with
-  exponential backoff (0.5 s, 1 s, 2 s) before :class:`~multivec.errors.BackendUnavailableError`.
+* ``qdrant://host:port[?grpc_port=6334&api_key=...&https=true&prefer_grpc=true&timeout=60]``: a
+  server; each request waits at most ``timeout`` seconds (default 60).
+  gRPC is preferred (``prefer_grpc=true``, the default): it sends floats as 4 binary bytes where
+  REST's JSON spends up to ~12. The server refuses requests above 32 MiB, so batches are capped
+  at 8 MiB of token bytes over gRPC and 4 MiB over REST (as counted by the façade). The API key
+  comes from ``api_key`` or the ``QDRANT_API_KEY`` environment variable. Connection failures
+  are retried three times with exponential backoff (0.5 s, 1 s, 2 s) before
+  :class:`~multivec.errors.BackendUnavailableError`.
 
 Options for every flavour: ``hnsw_ef`` (default 256, raised to the candidate count when that is
 larger) sets the HNSW beam width of the FDE search; ``exact=true`` makes it a full scan.
@@ -35,10 +37,20 @@ id          UUIDv5 of the internal key (fixed namespace)         Qdrant takes on
 ``_m``      payload object                                       the metadata (filters: ``_m.<f>``)
 ``_t``      payload string or null                               the text
 ``_x``      payload list of strings                              type tags for exact filters (below)
+``_v``      payload string: base64 of the token matrix at the    the fast read path of the rerank
+            stored precision (:mod:`multivec.backends._codec`)   (below)
 ==========  ===================================================  ===================================
 
-Storage per document is about ``4·fde_dim + 2·n_tokens·dim`` bytes (float16; ``4·`` for float32)
-plus the FDE's HNSW links, the payload, and Qdrant's per-point overhead (id tracker, versions).
+``mv`` is the source of truth and what Qdrant's own MaxSim (``mode="native"`` and
+``"native-prefetch"``) scores; ``_v`` holds the same bits and is what multivec's rerank reads.
+Both are written in the same point upsert, so they cannot disagree. The copy exists because
+Qdrant returns vectors to Python as lists of floats: for 200 candidates of 180 x 384 tokens,
+turning ``mv`` into NumPy took about 500 ms, decoding ``_v`` 25 ms (Qdrant Edge 0.9, this
+machine).
+
+Storage per document is about ``4·fde_dim + (2 + 8/3)·n_tokens·dim`` bytes (float16; ``(4 +
+16/3)·`` for float32) plus the FDE's HNSW links, the rest of the payload, and Qdrant's per-point
+overhead (id tracker, versions).
 
 The collection's :class:`~multivec.CollectionInfo` is stored as JSON in the payload ``_info`` of
 a reserved point (a fixed UUID that no key maps to, a zero FDE and one zero token). Edge has no
@@ -84,6 +96,7 @@ from multivec._filters import And, Contains, Eq, Exists, Filter, In, Not, Or, Ra
 from multivec._models import CollectionInfo
 from multivec._uri import URI
 from multivec.backends._base import Backend, Fetched, WriteBatch
+from multivec.backends._codec import decode_tokens, encode_tokens
 from multivec.errors import (
     BackendError,
     BackendUnavailableError,
@@ -116,8 +129,11 @@ _SCROLL_PAGE = 1000
 _EXACT_FLOAT_INT = 2**53
 _RETRIES = 3
 _BACKOFF_S = 0.5
-# Server REST bodies are limited to 32 MiB; JSON floats take up to ~12 bytes for the 2 to 4
-# bytes the façade counts, so a quarter of the limit leaves ample room.
+_DEFAULT_TIMEOUT_S = 60
+# The server refuses requests above 32 MiB. The façade counts 2 (float16) or 4 bytes per token
+# value; a request carries it as a float32 in "mv" plus base64 in "_v" (about 3.3x the count
+# over gRPC) or as JSON text (up to ~12 bytes per float, plus base64: about 7x over REST).
+_GRPC_REQUEST_BYTES = 8 * 1024 * 1024
 _REST_REQUEST_BYTES = 4 * 1024 * 1024
 
 
@@ -369,9 +385,10 @@ class QdrantBackend(Backend):
     def _connect_server(self, uri: URI) -> Any:
         host, _, port = uri.hostport.partition(":")
         prefer_grpc = (uri.option("prefer_grpc") or "true").lower() in ("1", "true", "yes")
-        if not prefer_grpc:
-            # An instance attribute: only REST connections have a body size limit.
-            self.max_request_bytes = _REST_REQUEST_BYTES  # type: ignore[misc]
+        # Instance attributes: embedded flavours have no request limit.
+        self.max_request_bytes = (  # type: ignore[misc]
+            _GRPC_REQUEST_BYTES if prefer_grpc else _REST_REQUEST_BYTES
+        )
         grpc_port = uri.option("grpc_port")
         https = uri.option("https")
         try:
@@ -382,6 +399,7 @@ class QdrantBackend(Backend):
                 prefer_grpc=prefer_grpc,
                 https=https.lower() in ("1", "true", "yes") if https else None,
                 api_key=uri.option("api_key") or os.environ.get("QDRANT_API_KEY"),
+                timeout=_timeout(uri.option("timeout")),
                 # The version check makes a request (and warns) at construction; errors surface
                 # on the first real call instead, where they are retried and mapped.
                 check_compatibility=False,
@@ -612,6 +630,7 @@ class QdrantBackend(Backend):
                 "_m": batch.metadata[i],
                 "_t": batch.texts[i],
                 "_x": _type_tags(batch.metadata[i]),
+                "_v": encode_tokens(batch.vectors[i]),
             }
             rows.append((point_id(key), vector, payload))
         if self._driver == "edge":
@@ -754,7 +773,9 @@ class QdrantBackend(Backend):
         )
 
     def fetch(self, keys: Sequence[str], *, with_metadata: bool = True) -> Fetched:  # noqa: D102
-        payload: Any = True if with_metadata else ["_k"]
+        # Tokens come from the payload copy: reading the "mv" vector builds a Python float per
+        # value (about 0.5 s for 200 documents of 180 x 384 tokens), the copy decodes in 25 ms.
+        payload = ["_k", "_v"] + (["_m", "_t"] if with_metadata else [])
         ids = [point_id(k) for k in keys]
         if not ids:
             records: list[Any] = []
@@ -764,7 +785,7 @@ class QdrantBackend(Backend):
                 self._shard().retrieve,
                 point_ids=ids,
                 with_payload=payload,
-                with_vector=["mv"],
+                with_vector=False,
             )
         else:
             records = self._call(
@@ -773,20 +794,23 @@ class QdrantBackend(Backend):
                 self.collection,
                 ids,
                 with_payload=payload,
-                with_vectors=["mv"],
+                with_vectors=False,
             )
-        found = {r.payload["_k"]: r for r in records if r.payload and "_k" in r.payload}
+        found = {r.payload["_k"]: r.payload for r in records if r.payload and "_k" in r.payload}
         present = [k for k in keys if k in found]
-        matrices = [
-            # Stored values are float16-representable, so this conversion is exact.
-            np.asarray(found[k].vector["mv"], dtype=np.float32).astype(self._dtype)
-            for k in present
-        ]
+        missing = [k for k in present if "_v" not in found[k]]
+        if missing:
+            raise BackendError(
+                f"document {missing[0][2:]!r} has no token payload '_v': the collection was "
+                "written by another tool or an older multivec; re-upsert it with this version"
+            )
         metadata = texts = None
         if with_metadata:
-            metadata = [dict(found[k].payload.get("_m") or {}) for k in present]
-            texts = [found[k].payload.get("_t") for k in present]
-        return Fetched.pack(present, matrices, self._dim, self._dtype, metadata, texts)
+            metadata = [dict(found[k].get("_m") or {}) for k in present]
+            texts = [found[k].get("_t") for k in present]
+        return decode_tokens(
+            present, [found[k]["_v"] for k in present], self._dim, self._dtype, metadata, texts
+        )
 
     def _all_keys(self) -> list[str]:
         """Every document key, read page by page without vectors."""
@@ -828,6 +852,15 @@ class QdrantBackend(Backend):
             shard = self._shard()
             self._call("optimize", shard.optimize)
             self._call("flush", shard.flush)
+
+
+def _timeout(value: str | None) -> int:
+    """The ``timeout`` option in whole seconds (qdrant-client takes an int), default 60."""
+    if value is None:
+        return _DEFAULT_TIMEOUT_S
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(f"timeout must be a whole number of seconds >= 1, got {value!r}")
+    return int(value)
 
 
 def _transient(exc: Exception) -> bool:

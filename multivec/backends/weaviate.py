@@ -1,4 +1,7 @@
-"""``weaviate://host:port[?grpc_port=50051&secure=true&api_key=...]``: a Weaviate server.
+"""``weaviate://host:port[?grpc_port=50051&secure=true&api_key=...&timeout=60]``: a Weaviate server.
+
+``timeout`` (seconds) bounds each query; connecting waits at most 10 s and inserts three times
+the query timeout (defaults 60 and 180 s).
 
 Needs Weaviate 1.33 or later (multi-vectors arrived in 1.29; the ``ContainsNone`` filter used for
 negations in 1.33) and ``weaviate-client`` 4.x. The API key may also come from ``WEAVIATE_API_KEY``.
@@ -410,6 +413,12 @@ class WeaviateBackend(Backend):
         http_port = int(port) if port else (443 if secure else 8080)
         grpc_port = int(uri.option("grpc_port") or 50051)
         api_key = uri.option("api_key") or os.environ.get("WEAVIATE_API_KEY")
+        given = uri.option("timeout") or "60"
+        if not given.isdigit() or int(given) < 1:
+            raise ConfigurationError(
+                f"timeout must be a whole number of seconds >= 1, got {given!r}"
+            )
+        timeout = int(given)
         self._client: Any = _retry(
             lambda: weaviate.connect_to_custom(
                 http_host=host,
@@ -419,7 +428,9 @@ class WeaviateBackend(Backend):
                 grpc_port=grpc_port,
                 grpc_secure=secure,
                 auth_credentials=Auth.api_key(api_key) if api_key else None,
-                additional_config=AdditionalConfig(timeout=Timeout(init=10, query=60, insert=180)),
+                additional_config=AdditionalConfig(
+                    timeout=Timeout(init=min(10, timeout), query=timeout, insert=3 * timeout)
+                ),
             ),
             "connect",
         )
