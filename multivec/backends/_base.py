@@ -131,15 +131,18 @@ class Backend(ABC):
     def ann(
         self, fde_query: npt.NDArray[np.float32], limit: int, filter: Filter | None
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
-        """Return up to ``limit`` keys by inner product with ``fde_query``, best first.
+        """Return up to ``limit`` documents by inner product with ``fde_query``, best first.
 
-        Also returns their FDE scores. ``filter`` is applied inside the index search, not
-        afterwards, so a selective filter still yields ``limit`` results when enough match.
+        Each document is named by its key or by a backend-specific reference that only
+        :meth:`fetch` needs to understand (Qdrant returns point ids, so the search reads no
+        payload); :meth:`fetch` returns the keys. Also returns their FDE scores. ``filter`` is
+        applied inside the index search, not afterwards, so a selective filter still yields
+        ``limit`` results when enough match.
         """
 
     @abstractmethod
     def fetch(self, keys: Sequence[str], *, with_metadata: bool = True) -> Fetched:
-        """Read documents by key, in the order of ``keys``; unknown keys are left out."""
+        """Read documents by key or :meth:`ann` reference, in order; unknown ones are left out."""
 
     @abstractmethod
     def scan(self, after: str | None, limit: int) -> Fetched:

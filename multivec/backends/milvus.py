@@ -18,7 +18,7 @@ Layout (the same on Lite and on a server): one collection ``<name>``, one row pe
 field         Milvus type                           why
 ============  ====================================  ============================================
 ``key``       VARCHAR(520), primary key             the internal key (``s:...`` / ``i:...``)
-``fde``       FLOAT_VECTOR(fde_dim), IP index       the ANN column (HNSW on a server, FLAT: Lite)
+``fde``       FLOAT_VECTOR(fde_dim), IP index       the ANN column (HNSW; ``?index=FLAT`` scans)
 ``tokens``    ARRAY<VARCHAR(65535)>, up to 4,096    the token matrix: base64 of its bytes at the
                                                     stored precision, cut into 65,532-char chunks
 ``size``      INT64                                 bytes of tokens + meta + text, to plan reads
@@ -287,7 +287,8 @@ class MilvusBackend(Backend):
         self._dtype = "float16"
         self._loaded = False
         index = uri.option("index")
-        self._index = (index or ("FLAT" if self._lite else "HNSW")).upper()
+        # HNSW on both: Milvus Lite builds it with faiss-cpu, one of its own dependencies.
+        self._index = (index or "HNSW").upper()
         self._timeout = _seconds(uri.option("timeout"), _DEFAULT_TIMEOUT_S)
         self._client: Any = self._connect(uri)
 
@@ -574,7 +575,14 @@ class MilvusBackend(Backend):
         return self.fetch(page)
 
     def optimize(self) -> None:
-        """Nothing to do: Milvus compacts and indexes segments in the background."""
+        """Seal the rows written so far into indexed segments (Milvus's ``flush``).
+
+        Until then recent rows sit in a growing segment that every search scans; in Milvus
+        Lite that scan converts them to arrays per search (an ANN of 200 candidates over 1,000
+        fresh documents: 220 ms before, 55 ms after). Servers also seal by themselves.
+        """
+        self._load()
+        self._call(self._client.flush, self.collection)
 
     def close(self) -> None:
         """Close a server connection; Milvus Lite clients stay cached for the process."""

@@ -7,20 +7,35 @@ For each server kind the tests use, in this order:
 2. a container started with testcontainers from the image pinned in :data:`IMAGES` (the same
    tags as ``docker/compose.yaml``), removed afterwards;
 3. otherwise the test is skipped, with a reason that says no Docker engine answered.
+
+:class:`MilvusLiteServer` runs Milvus Lite's own gRPC server in a child process: a real Milvus
+protocol server without Docker, for the server code path and its fault tests.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
-__all__ = ["ENV_VARS", "IMAGES", "docker_unavailable_reason", "server_uri"]
+__all__ = [
+    "ENV_VARS",
+    "IMAGES",
+    "MilvusLiteServer",
+    "docker_unavailable_reason",
+    "free_port",
+    "server_uri",
+]
 
 IMAGES = {
     "qdrant": "qdrant/qdrant:v1.19.0",
@@ -134,3 +149,189 @@ def _probe(uri: str) -> None:
 
     col = multivec.connect(uri, f"probe_{os.getpid()}", dim=4, fde="muvera-1280")
     col.drop()
+
+
+class MilvusLiteServer:
+    """Milvus Lite's gRPC server in a child process: a real Milvus protocol server, no Docker.
+
+    ``python -m milvus_lite server`` serves the Milvus gRPC protocol over Milvus Lite's embedded
+    engine. Through it, ``milvus://`` URIs take multivec's *server* code path (a network client,
+    timeouts, retries, request limits) and faults can be injected for real: the process can be
+    killed mid-write and restarted on the same data, and a proxy can sit in front of its port.
+    The engine underneath is still Milvus Lite's, so this tests multivec's server client and its
+    fault handling, not the behaviour of a Milvus server's own engine (use :func:`server_uri`
+    for that).
+
+    Use it as a context manager; it stops the server (and removes a data directory it created)
+    on exit::
+
+        with MilvusLiteServer() as server:
+            col = multivec.connect(server.uri, "docs", dim=128)
+            server.kill()  # SIGKILL, as a crash would
+            server.start()  # same data directory, same port
+
+    Args:
+        data_dir: Where Milvus Lite keeps its data; a new temporary directory when ``None``.
+        port: The port to listen on; a free one when ``None``. It stays the same on restart.
+        ready_timeout: Seconds to wait for the server to accept connections.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self, data_dir: str | None = None, *, port: int | None = None, ready_timeout: float = 60.0
+    ) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="milvus-lite-server-")
+        self.port = port or free_port()
+        self.ready_timeout = ready_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """The multivec URI of the server, ``milvus://127.0.0.1:PORT``."""
+        return f"milvus://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or ``None`` when it was never started or has been reaped."""
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start the server (again) on the same data directory and port; wait until it listens.
+
+        Raises:
+            RuntimeError: The server exited, or did not accept connections within
+                ``ready_timeout`` seconds; the message carries the end of its output.
+        """
+        if self.running:
+            return
+        self._reap()
+        # Kept open for the life of the child (closed by _reap), so no context manager.
+        self._log = tempfile.TemporaryFile(prefix="milvus-lite-server-", suffix=".log")  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "milvus_lite",
+                "server",
+                "--data-dir",
+                self.data_dir,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches the tests, not the server.
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                output = self._output()
+                self._reap()
+                raise RuntimeError(
+                    f"the Milvus Lite server on port {self.port} exited with code {code} before "
+                    f"accepting connections; its output:\n{output}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                output = self._output()
+                self.kill()
+                raise RuntimeError(
+                    f"the Milvus Lite server on port {self.port} did not accept connections "
+                    f"within {self.ready_timeout} s; its output:\n{output}"
+                )
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash or an OOM kill would, and reap it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        self._reap()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server cleanly, or kill it after ``timeout`` seconds.
+
+        SIGINT makes it stop serving and close its data (releasing the data directory's lock).
+        After that the process only waits out gRPC's 5 s shutdown grace timer, so once the lock
+        is free it is killed rather than waited for.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                if self._data_released():
+                    break
+                time.sleep(0.05)
+            if process.poll() is None:
+                process.kill()
+        self._reap()
+
+    def _data_released(self) -> bool:
+        """Whether nobody holds Milvus Lite's lock on the data directory (it closed its data)."""
+        import fcntl  # POSIX only, like the signals used here
+
+        try:
+            fd = os.open(os.path.join(self.data_dir, "LOCK"), os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        finally:
+            os.close(fd)
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _output(self, limit: int = 4000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-limit:]
+
+    def __enter__(self) -> MilvusLiteServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"MilvusLiteServer({self.uri!r}, data_dir={self.data_dir!r}, {state})"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
