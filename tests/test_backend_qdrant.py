@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import multivec
+from multivec.errors import BackendError
 from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
 from multivec.testing.servers import server_uri
 
@@ -150,3 +151,36 @@ def test_unreachable_server_raises_unavailable(grpc: str) -> None:
     # Port 9 (discard) is closed here: every try fails fast, then the retries give up.
     with pytest.raises(multivec.errors.BackendUnavailableError, match=r"127\.0\.0\.1"):
         multivec.connect(f"qdrant://127.0.0.1:9?grpc_port=9&prefer_grpc={grpc}", "x", dim=DIM)
+
+
+def test_token_payload_matches_the_multivector(tmp_path: Path) -> None:
+    """The payload copy that multivec reads holds exactly the values Qdrant's MaxSim scores."""
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    col = multivec.connect(f"qdrant+edge://{tmp_path}", "c", dim=DIM, fde=SMALL_FDE)
+    try:
+        vec = np.random.default_rng(3).normal(size=(5, DIM))
+        col.upsert(["a"], [vec])
+        backend = col.backend
+        (record,) = backend._shard().retrieve(  # type: ignore[attr-defined]
+            point_ids=[point_id("s:a")], with_payload=False, with_vector=["mv"]
+        )
+        stored = np.asarray(record.vector["mv"], dtype=np.float32)
+        np.testing.assert_array_equal(stored, vec.astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(col.get(["a"])[0].vectors, vec.astype(np.float16))
+    finally:
+        col.drop()
+
+
+def test_points_without_the_token_payload_are_reported() -> None:
+    """A point written by another tool (no '_v') fails loudly instead of scoring garbage."""
+    col = multivec.connect(
+        "qdrant+local://:memory:", f"c{uuid.uuid4().hex}", dim=DIM, fde=SMALL_FDE
+    )
+    try:
+        col.upsert(["a"], [np.ones((2, DIM))])
+        api = col.backend._api()  # type: ignore[attr-defined]
+        api.delete_payload(col.name, keys=["_v"], points=[point_id("s:a")])
+        with pytest.raises(BackendError, match="no token payload"):
+            col.get(["a"])
+    finally:
+        col.drop()
