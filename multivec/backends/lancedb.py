@@ -259,7 +259,9 @@ class LanceDBBackend(Backend):
             self._open()
             .search(fde_query, vector_column_name="fde")
             .metric("dot")
-            .select(["key"])
+            # _distance named explicitly: leaving it implicit makes Lance log a deprecation
+            # warning on every search.
+            .select(["key", "_distance"])
             .with_row_id(True)
             .limit(limit)
             # Probing every partition of the IVF_FLAT index is exact (and fast); see the module doc.
@@ -292,7 +294,7 @@ class LanceDBBackend(Backend):
             self._open()
             .search(query, vector_column_name="tokens")
             .metric("cosine")
-            .select(["key"])
+            .select(["key", "_distance"])
             .limit(k)
         )
         if filter is not None:
