@@ -11,7 +11,13 @@ supports runs over the queries, after 5 warm-up queries:
 * ``multivec`` at 100 and 200 candidates: FDE ANN in the engine, exact MaxSim here;
 * ``native``: the engine's own exhaustive MaxSim (slow, so only the first ``--native-queries``
   queries; the output says how many);
-* ``native-prefetch`` at 200 candidates: the engine's own FDE-then-MaxSim query.
+* ``native-prefetch`` at 200 candidates: the engine's own FDE-then-MaxSim query, on multivec's
+  fitted FDE.
+
+``qdrant-edge-reference-fde`` (``--engines``) loads a second Qdrant Edge collection whose FDE is
+the unfitted reference MUVERA (the SimHash encoding fastembed's ``Muvera`` follows) and runs only
+Qdrant's own prefetch-then-MaxSim at 200, 400 and 800 candidates: Qdrant's native two-stage path
+as its documentation builds it, the baseline multivec must beat.
 
 Each mode reports recall@10 against exact brute-force MaxSim over the whole loaded collection,
 the median and p95 wall-clock latency per query, and for ``multivec`` the median of each stage
@@ -57,7 +63,12 @@ ENGINES = {
     "qdrant-edge": "qdrant+edge://{tmp}",
     "milvus-lite": "milvus+lite://{tmp}/m.db",
     "qdrant-local": "qdrant+local://{tmp}",
+    # Qdrant's own two-stage path as its documentation builds it: an unfitted SimHash MUVERA
+    # (Google's reference, which fastembed's Muvera follows) in the prefetch, then Qdrant's MaxSim.
+    "qdrant-edge-reference-fde": "qdrant+edge://{tmp}",
 }
+REFERENCE_FDE_ENGINES = {"qdrant-edge-reference-fde"}
+REFERENCE_PREFETCH = (200, 400, 800)
 PACKAGES = ("lancedb", "qdrant-edge-py", "qdrant-client", "pymilvus", "milvus-lite", "numpy")
 
 
@@ -86,8 +97,10 @@ def subset(data: ScifactVectors, n_docs: int, n_queries: int) -> ScifactVectors:
     )
 
 
-def modes_for(backend: Any, n_queries: int, native_queries: int) -> list[Mode]:
+def modes_for(backend: Any, n_queries: int, native_queries: int, engine: str) -> list[Mode]:
     """The search modes ``backend`` supports, with the number of queries each runs."""
+    if engine in REFERENCE_FDE_ENGINES:
+        return [Mode("native-prefetch", c, n_queries) for c in REFERENCE_PREFETCH]
     modes = [Mode("multivec", c, n_queries) for c in MULTIVEC_CANDIDATES]
     if backend.supports_native_multivector:
         modes.append(Mode("native", 0, min(native_queries, n_queries)))
@@ -170,7 +183,12 @@ def run_engine(
     """Load ``data`` into a fresh collection of engine ``name`` and run its search modes."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         uri = ENGINES[name].format(tmp=tmp)
-        col = multivec.connect(uri, "scifact", dim=data.dim, fde=config)
+        fde = (
+            FDEConfig.preset("muvera-10240", dim=data.dim)
+            if name in REFERENCE_FDE_ENGINES
+            else config
+        )
+        col = multivec.connect(uri, "scifact", dim=data.dim, fde=fde)
         load_s = load(col, data)
         disk = dir_bytes(Path(tmp))
         entry: dict[str, Any] = {
@@ -182,7 +200,7 @@ def run_engine(
             "modes": [],
         }
         print(f"{name}: loaded {len(data.docs)} docs in {load_s:.1f} s", flush=True)
-        for mode in modes_for(col.backend, len(data.queries), native_queries):
+        for mode in modes_for(col.backend, len(data.queries), native_queries, name):
             res = run_mode(col, data, truth, mode, budget_s)
             print(f"  {mode.label}: {json.dumps(res)}", flush=True)
             entry["modes"].append(res)

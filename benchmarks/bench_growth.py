@@ -267,7 +267,12 @@ def main() -> None:
     corpus = grow(real, sizes[-1])
     queries = real.queries[: args.queries]
     t0 = time.perf_counter()
-    exact = exact_scores(corpus, queries)
+    cached = cache_dir() / f"growth-{sizes[-1]}" / f"exact-{len(queries)}.npy"
+    if cached.exists():
+        exact = np.load(cached)
+    else:
+        exact = exact_scores(corpus, queries)
+        np.save(cached, exact)
     report: dict[str, Any] = {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),

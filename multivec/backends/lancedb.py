@@ -64,6 +64,8 @@ _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # A key IN (...) list this long keeps a single SQL statement small enough to plan quickly.
 _IN_CHUNK = 1000
 # IVF training needs a few hundred vectors; below this a flat scan is fast anyway.
+# The FDE index's name records its partition count, to know when to train it again.
+_INDEX_NAME = re.compile(r"fde_ivf_(\d+)")
 _MIN_INDEX_ROWS = 256
 
 
@@ -363,15 +365,23 @@ class LanceDBBackend(Backend):
         """
         table = self._open()
         table.optimize()
-        has_index = any(ix.columns == ["fde"] for ix in table.list_indices())
         rows = table.count_rows()
-        if not has_index and rows >= _MIN_INDEX_ROWS:
+        # About sqrt(n) / 2 partitions keeps lists long enough for fast scans when probed.
+        partitions = max(2, round(rows**0.5 / 2))
+        current = [ix.name for ix in table.list_indices() if ix.columns == ["fde"]]
+        trained = [int(m.group(1)) for n in current if (m := _INDEX_NAME.fullmatch(n))]
+        # Lance adds new rows to the existing partitions; once the table has outgrown them
+        # (twice the partitions it would get now, i.e. four times the rows), train again, or
+        # every probe scans ever longer lists.
+        if rows >= _MIN_INDEX_ROWS and (not trained or partitions >= 2 * trained[0]):
             from lancedb.index import IvfFlat
 
-            # About sqrt(n) / 2 partitions keeps lists long enough for fast scans when probed.
-            partitions = max(2, round(rows**0.5 / 2))
+            for name in current:
+                table.drop_index(name)
             table.create_index(
-                "fde", config=IvfFlat(distance_type="dot", num_partitions=partitions)
+                "fde",
+                config=IvfFlat(distance_type="dot", num_partitions=partitions),
+                name=f"fde_ivf_{partitions}",
             )
         # Every merge_insert and the compaction write a new table version, and Lance keeps old
         # ones (for time travel) for 7 days by default; multivec never reads them, and after a

@@ -99,6 +99,7 @@ from multivec.errors import (
 try:
     # pymilvus ships no type information.
     from pymilvus import DataType, MilvusClient  # type: ignore[import-untyped]
+    from pymilvus.client.types import Status  # type: ignore[import-untyped]
     from pymilvus.exceptions import (  # type: ignore[import-untyped]
         MilvusException,
         MilvusUnavailableException,
@@ -128,6 +129,7 @@ _IN_CHUNK = 1_000
 _RETRIES = 4
 _BACKOFF_S = 0.5
 _DEFAULT_TIMEOUT_S = 60.0
+_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 _LITE_CLIENTS: dict[str, Any] = {}
 _LITE_LOCK = threading.Lock()
@@ -251,13 +253,17 @@ def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (MilvusUnavailableException, TimeoutError)):
         return True
     code = getattr(exc, "code", None)
+    if isinstance(exc, MilvusException):
+        # pymilvus wraps transport failures: CONNECT_FAILED when a channel cannot be
+        # (re)established, or the gRPC status code once its own retries ran out.
+        return code == Status.CONNECT_FAILED or getattr(code, "name", "") in _TRANSIENT
     # grpc.RpcError carries a callable code(); UNAVAILABLE / DEADLINE_EXCEEDED are transient.
     if callable(code):
         try:
             name = getattr(code(), "name", "")
         except Exception:  # a malformed error object: not worth retrying
             return False
-        return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        return name in _TRANSIENT
     return False
 
 
@@ -394,13 +400,19 @@ class MilvusBackend(Backend):
         params = {"M": 16, "efConstruction": 200} if self._index == "HNSW" else {}
         index.add_index("fde", index_type=self._index, metric_type="IP", params=params)
         if not self._call(client.has_collection, self.collection):
-            self._call(
-                client.create_collection,
-                self.collection,
-                schema=schema,
-                index_params=index,
-                consistency_level="Strong",
-            )
+            try:
+                self._call(
+                    client.create_collection,
+                    self.collection,
+                    schema=schema,
+                    index_params=index,
+                    consistency_level="Strong",
+                )
+            except BackendError:
+                # A retried create whose first attempt landed but timed out fails as "already
+                # exists"; only a collection that is still missing is an error.
+                if not self._call(client.has_collection, self.collection):
+                    raise
         # The info property last: it marks a complete create.
         self._call(
             client.alter_collection_properties,

@@ -16,8 +16,8 @@ Flavours (the driver after ``+`` picks one):
   gRPC is preferred (``prefer_grpc=true``, the default): it sends floats as 4 binary bytes where
   REST's JSON spends up to ~12. The server refuses requests above 32 MiB, so batches are capped
   at 8 MiB of token bytes over gRPC and 4 MiB over REST (as counted by the façade). The API key
-  comes from ``api_key`` or the ``QDRANT_API_KEY`` environment variable. Connection failures
-  are retried three times with exponential backoff (0.5 s, 1 s, 2 s) before
+  comes from ``api_key`` or the ``QDRANT_API_KEY`` environment variable. A connection failure
+  or timeout is tried 3 times in all, with 0.5 s and 1 s pauses, before
   :class:`~multivec.errors.BackendUnavailableError`.
 
 Options for every flavour: ``hnsw_ef`` (default 256, raised to the candidate count when that is

@@ -231,8 +231,6 @@ class MilvusLiteServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            # Its own session: a Ctrl-C in the terminal reaches the tests, not the server.
-            start_new_session=True,
         )
         deadline = time.monotonic() + self.ready_timeout
         while True:
