@@ -396,7 +396,12 @@ class Collection:
         t3 = time.perf_counter()
         hits = self._rerank(query, fetched, k)
         t4 = time.perf_counter()
-        return SearchResult(hits, StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3), len(keys))
+        return SearchResult(
+            hits,
+            StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3),
+            len(keys),
+            tuple(key_to_id(k) for k in fetched.keys),
+        )
 
     def _native(
         self,

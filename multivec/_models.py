@@ -95,12 +95,15 @@ class SearchResult(Sequence[Hit]):
     """The ranked hits of one search, best first, with per-stage timings.
 
     Behaves as a sequence of :class:`Hit`. ``candidates`` is how many documents the first stage
-    returned for exact rescoring.
+    returned for exact rescoring; ``candidate_ids`` are those documents in first-stage order
+    (``mode="multivec"`` only: the native modes do not expose their first stage), to measure
+    the first stage's recall.
     """
 
     hits: tuple[Hit, ...]
     timings: StageTimings
     candidates: int
+    candidate_ids: tuple[DocId, ...] = ()
 
     @overload
     def __getitem__(self, index: int) -> Hit: ...

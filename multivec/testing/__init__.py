@@ -242,6 +242,9 @@ class BackendConformance:
                 list(zip(want.ids, want.scores, strict=True)),
             )
             assert got.candidates == want.candidates
+            assert len(got.candidate_ids) == got.candidates
+            if candidates >= ref.count():
+                assert set(got.candidate_ids) == set(want.candidate_ids)
 
     def test_search_after_optimize_agrees_with_reference(self, collection: Collection) -> None:
         """After optimize() (compaction, index builds) results must not change.
