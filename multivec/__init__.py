@@ -9,6 +9,7 @@ then rescored client-side with exact MaxSim::
     col.upsert(ids, token_matrices, metadata)
     for hit in col.search(query_tokens, k=10, filter=multivec.Field("year") >= 2020):
         print(hit.id, hit.score, hit.metadata)
+    multivec.migrate("lancedb://./data", "qdrant+edge://./qdrant", collection="papers")
 
 Importing this package loads no database SDK; a backend's SDK is imported when a URI with its
 scheme is first opened.
@@ -18,6 +19,17 @@ from __future__ import annotations
 
 from multivec._collection import Collection, connect
 from multivec._filters import Field, Filter
+from multivec._migrate import (
+    ExportReport,
+    MigrationPlan,
+    MigrationReport,
+    VerifyReport,
+    export_collection,
+    import_collection,
+    migrate,
+    plan_migration,
+    verify,
+)
 from multivec._models import CollectionInfo, Document, Hit, SearchResult, StageTimings
 from multivec._uri import URI
 from multivec.errors import (
@@ -42,13 +54,22 @@ __all__ = [
     "ConfigurationError",
     "DimensionMismatchError",
     "Document",
+    "ExportReport",
     "Field",
     "Filter",
     "Hit",
     "InvalidInputError",
+    "MigrationPlan",
+    "MigrationReport",
     "MultivecError",
     "SearchResult",
     "StageTimings",
+    "VerifyReport",
     "__version__",
     "connect",
+    "export_collection",
+    "import_collection",
+    "migrate",
+    "plan_migration",
+    "verify",
 ]

@@ -1,10 +1,18 @@
-"""The ``multivec`` command: ``index``, ``search`` and ``info``.
+"""The ``multivec`` command: index, search, info, migrate, verify, export, import and bench.
 
 It parses arguments, shows progress and prints results; the work is done by the library::
 
     multivec index ../shared/data/scifact/corpus.jsonl --into lancedb://./data --collection scifact
     multivec search "do statins reduce mortality?" --uri lancedb://./data --collection scifact
     multivec info lancedb://./data --collection scifact --json
+    multivec migrate lancedb://./data qdrant+edge://./qdrant --collection scifact --dry-run
+    multivec migrate lancedb://./data qdrant+edge://./qdrant --collection scifact
+    multivec verify lancedb://./data qdrant+edge://./qdrant --collection scifact
+    multivec export lancedb://./data ./backup --collection scifact
+    multivec import ./backup milvus+lite://./milvus.db
+
+``migrate`` and ``verify`` exit with 1 when documents differ and 3 when only searches differ
+(index drift); every command exits with 2 on an error.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 
 import multivec
 from multivec._collection import DEFAULT_FDE_PRESET
+from multivec.bench import _cli as bench_cli
 from multivec.errors import (
     CollectionNotFoundError,
     ConfigMismatchError,
@@ -229,6 +238,129 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bar(unit: str) -> tuple[Any, Any]:
+    """A tqdm bar and a ``progress(done, total)`` callback that moves it."""
+    bar = _progress(None, unit)
+
+    def update(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    return bar, update
+
+
+def _mib(value: str) -> int:
+    """An argparse type: a size in MiB, as bytes."""
+    size = float(value)
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive size")
+    return int(size * 2**20)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        plan = multivec.plan_migration(
+            args.source,
+            args.target,
+            collection=args.collection,
+            target_collection=args.target_collection,
+            fde=args.fde,
+            dtype=args.dtype,
+            sample=None if args.full_scan else args.sample,
+            ledger_dir=args.ledger,
+        )
+        _emit(plan.as_dict(), args.json, lambda _: plan.summary())
+        return 0 if plan.ok else 1
+    bar, update = _bar("doc")
+    try:
+        report = multivec.migrate(
+            args.source,
+            args.target,
+            collection=args.collection,
+            target_collection=args.target_collection,
+            fde=args.fde,
+            dtype=args.dtype,
+            batch_bytes=args.batch_mb,
+            workers=args.workers,
+            ledger_dir=args.ledger,
+            verify=not args.no_verify,
+            optimize=not args.no_optimize,
+            queries=args.queries,
+            k=args.k,
+            candidates=args.candidates,
+            progress=update,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(report.as_dict(), args.json, lambda _: report.summary())
+    return report.exit_code
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    bar, update = _bar("doc")
+    try:
+        report = multivec.import_collection(
+            args.directory,
+            args.target,
+            collection=args.collection,
+            batch_bytes=args.batch_mb,
+            workers=args.workers,
+            ledger_dir=args.ledger,
+            verify=not args.no_verify,
+            optimize=not args.no_optimize,
+            queries=args.queries,
+            k=args.k,
+            candidates=args.candidates,
+            progress=update,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(report.as_dict(), args.json, lambda _: report.summary())
+    return report.exit_code
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    bar, update = _bar("doc")
+    try:
+        report = multivec.verify(
+            args.source,
+            args.target,
+            collection=args.collection,
+            target_collection=args.target_collection,
+            queries=args.queries,
+            k=args.k,
+            candidates=args.candidates,
+            progress=update,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(report.as_dict(), args.json, lambda _: report.summary())
+    return report.exit_code
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    bar, update = _bar("doc")
+    try:
+        report = multivec.export_collection(
+            args.uri,
+            args.directory,
+            collection=args.collection,
+            part_bytes=args.part_mb,
+            batch_bytes=args.batch_mb,
+            progress=update,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(report.as_dict(), args.json, lambda _: report.summary())
+    return 0
+
+
 def _summarised(info: multivec.CollectionInfo) -> dict[str, Any]:
     """The stored configuration, with fitted arrays (hundreds of KB of base64) shown by digest."""
     config: dict[str, Any] = json.loads(info.model_dump_json())
@@ -297,7 +429,104 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", parents=[common], help="show a collection's configuration and size")
     p.add_argument("uri", help="collection URI")
     p.set_defaults(func=_cmd_info)
+
+    _add_move_commands(sub, common)
+    bench_cli.add_parser(sub)
     return parser
+
+
+def _add_move_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``migrate``, ``verify``, ``export`` and ``import`` subcommands."""
+    checks = argparse.ArgumentParser(add_help=False)
+    checks.add_argument(
+        "--queries", type=int, default=20, help="queries of the search check, 0 skips it"
+    )
+    checks.add_argument("-k", type=int, default=10, help="hits compared per query")
+    checks.add_argument(
+        "--candidates", type=int, default=200, help="first-stage candidates per query"
+    )
+    writes = argparse.ArgumentParser(add_help=False)
+    writes.add_argument(
+        "--batch-mb", type=_mib, default=32 * 2**20, help="MiB per read/write batch (default 32)"
+    )
+    writes.add_argument("--workers", type=int, default=1, help="concurrent writer threads")
+    writes.add_argument(
+        "--ledger",
+        default=None,
+        help="ledger directory (default $XDG_STATE_HOME/multivec/migrations or "
+        "~/.local/state/multivec/migrations)",
+    )
+    writes.add_argument("--no-verify", action="store_true", help="skip the final verification")
+    writes.add_argument(
+        "--no-optimize", action="store_true", help="skip the target's optimize() at the end"
+    )
+
+    p = sub.add_parser(
+        "migrate",
+        parents=[common, writes, checks],
+        help="copy a collection to another backend, resumably, then verify it",
+    )
+    p.add_argument("source", help="source URI")
+    p.add_argument("target", help="target URI")
+    p.add_argument(
+        "--target-collection", default=None, help="target collection (default: --collection)"
+    )
+    p.add_argument(
+        "--fde", default=None, help="FDE preset for a new target (default: the source's FDE)"
+    )
+    p.add_argument(
+        "--dtype", choices=["float16", "float32"], default=None, help="precision of a new target"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the mapping, an estimate and any problem; write nothing",
+    )
+    p.add_argument(
+        "--sample", type=int, default=1000, help="documents the dry run pre-scans (default 1000)"
+    )
+    p.add_argument("--full-scan", action="store_true", help="the dry run scans every document")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser(
+        "verify",
+        parents=[common, checks],
+        help="compare two collections, or a collection and an export, document by document",
+    )
+    p.add_argument("source", help="source URI or export directory")
+    p.add_argument("target", help="target URI or export directory")
+    p.add_argument(
+        "--target-collection", default=None, help="target collection (default: --collection)"
+    )
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "export", parents=[common], help="write a collection to a portable Parquet directory"
+    )
+    p.add_argument("uri", help="collection URI")
+    p.add_argument("directory", help="a new or empty directory")
+    p.add_argument(
+        "--part-mb", type=_mib, default=256 * 2**20, help="MiB per Parquet part (default 256)"
+    )
+    p.add_argument(
+        "--batch-mb", type=_mib, default=32 * 2**20, help="MiB per row group (default 32)"
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        parents=[writes, checks],
+        help="load an export directory into a collection, resumably, then verify it",
+    )
+    p.add_argument("directory", help="an export directory")
+    p.add_argument("target", help="target URI")
+    p.add_argument(
+        "--collection",
+        default=None,
+        help="target collection (default: the exported collection's name)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=_cmd_import)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-import pytest
-
 __all__ = [
     "ENV_VARS",
     "IMAGES",
@@ -35,6 +33,7 @@ __all__ = [
     "docker_unavailable_reason",
     "free_port",
     "server_uri",
+    "start_container",
 ]
 
 IMAGES = {
@@ -93,14 +92,31 @@ def _wait(check: Callable[[], object], what: str) -> None:
 
 @contextmanager
 def server_uri(kind: str) -> Iterator[str]:
-    """Yield a multivec URI for a ``kind`` server (``qdrant``, ``weaviate`` or ``milvus``)."""
+    """Yield a multivec URI for a ``kind`` server (``qdrant``, ``weaviate`` or ``milvus``).
+
+    The URI in ``MULTIVEC_TEST_<KIND>_URI`` if set, else a container from :func:`start_container`;
+    without a Docker engine the calling test is skipped with the reason.
+    """
     given = os.environ.get(ENV_VARS[kind])
     if given:
         yield given
         return
     reason = docker_unavailable_reason()
     if reason is not None:
+        import pytest
+
         pytest.skip(f"{kind} server tests need a Docker engine or {ENV_VARS[kind]}: {reason}")
+    with start_container(kind) as uri:
+        yield uri
+
+
+@contextmanager
+def start_container(kind: str) -> Iterator[str]:
+    """Start the pinned ``kind`` image with testcontainers; yield its URI once it serves.
+
+    The container is removed on exit. Needs a Docker engine (see
+    :func:`docker_unavailable_reason`) and the testcontainers package.
+    """
     from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(IMAGES[kind])
