@@ -252,6 +252,12 @@ class Collection:
         meta_bytes = [len(json.dumps(m, ensure_ascii=False).encode()) for m in metas]
         if not keys:
             return
+        # The database's own limits, for every document before the first request: a batch
+        # refused half way would leave the earlier ones written.
+        for key, meta, text in zip(keys, metas, docs_texts, strict=True):
+            problem = self._backend.document_problem(key, meta, text)
+            if problem is not None:
+                raise InvalidInputError(problem + "; nothing was written")
         written: list[str] = []
         for start, stop in self._byte_batches(keys, matrices, meta_bytes, docs_texts):
             batch_vectors = matrices[start:stop]

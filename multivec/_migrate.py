@@ -1596,12 +1596,18 @@ class _Profile:
     tokens: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     oversized: list[DocId] = field(default_factory=list)
+    # Documents the target database cannot store exactly, with its reason.
+    refused: list[tuple[DocId, str]] = field(default_factory=list)
     read_seconds: float = 0.0
     encode_seconds: float = 0.0
 
 
 def _profile(
-    source: Side, sample: int | None, encoder: FDEEncoder, request_bytes: int | None
+    source: Side,
+    sample: int | None,
+    encoder: FDEEncoder,
+    request_bytes: int | None,
+    document_problem: Callable[[str, dict[str, Any], str | None], str | None],
 ) -> _Profile:
     profile = _Profile()
     t = time.perf_counter()
@@ -1634,6 +1640,9 @@ def _profile(
             )
             if request_bytes is not None and need > request_bytes:
                 profile.oversized.append(doc.id)
+            problem = document_problem(id_to_key(doc.id), doc.metadata, doc.text)
+            if problem is not None:
+                profile.refused.append((doc.id, problem))
         profile.n += len(docs)
         if sample is not None and profile.n >= sample:
             break
@@ -1754,10 +1763,10 @@ def plan_migration(
     extrapolates the measured read and FDE-encoding time of the sample; the target's own
     write time is not included, because measuring it would mean writing.
 
-    Restrictions a backend enforces only inside its own writes (Milvus's 65,535-byte text and
-    65,536-byte metadata limits, Weaviate's one JSON kind per metadata key) are not checked:
-    no backend hook exposes them without writing. Keys of mixed kinds are reported as a
-    warning.
+    The target database's own per-document limits (``Backend.document_problem``: Milvus's
+    65,535-byte text and 65,536-byte metadata limits, control characters in ids) are checked
+    on the sample. Weaviate's one JSON kind per metadata key depends on what the target holds
+    already and is not: keys of mixed kinds are reported as a warning.
 
     Returns:
         The plan; ``plan.problems`` lists what cannot be carried over exactly, with what to do.
@@ -1787,7 +1796,19 @@ def plan_migration(
             )
         # The collection's own headroom under a backend's request cap (see Collection).
         request_bytes = None if request is None else int(request * 0.8)
-        profile = _profile(src, sample, FDEEncoder(info.fde), request_bytes)
+        profile = _profile(
+            src, sample, FDEEncoder(info.fde), request_bytes, type(backend).document_problem
+        )
+        if profile.refused:
+            problems.append(
+                PlanProblem(
+                    f"the target refuses {len(profile.refused)} sampled documents; the first: "
+                    f"{profile.refused[0][1]}",
+                    "change those documents (or their ids) before migrating, or choose "
+                    "another target",
+                    tuple(doc_id for doc_id, _ in profile.refused[:_LISTED]),
+                )
+            )
         if profile.oversized:
             problems.append(
                 PlanProblem(

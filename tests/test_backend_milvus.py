@@ -241,3 +241,19 @@ def test_paged_reads_with_a_small_row_cap(
             np.testing.assert_array_equal(doc.vectors, vec.astype(np.float16))
     finally:
         col.drop()
+
+
+def test_a_document_milvus_refuses_stops_the_whole_upsert(
+    lite_uri: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Milvus's own limits are checked for every document before the first request."""
+    monkeypatch.setattr(milvus_module.MilvusBackend, "max_request_bytes", 2048)
+    col = multivec.connect(lite_uri, name, dim=DIM, fde=SMALL_FDE)
+    try:
+        ids = list(range(20))
+        texts: list[str | None] = [None] * 19 + ["x" * 70_000]
+        with pytest.raises(InvalidInputError, match=r"VARCHAR limit.*nothing was written"):
+            col.upsert(ids, [np.ones((2, DIM))] * 20, texts=texts)
+        assert col.count() == 0
+    finally:
+        col.drop()

@@ -579,6 +579,22 @@ def test_dry_run_reports_what_cannot_be_carried_over(
     col.drop()
 
 
+def test_dry_run_reports_documents_the_target_refuses(
+    corpus: Corpus, roots: dict[str, str]
+) -> None:
+    """Milvus's own limits (text size, control characters in ids) surface before any write."""
+    src = f"memory://refused-{uuid.uuid4().hex[:8]}"
+    col = corpus.load(src, "src")
+    col.upsert(["long-text", "bell\x07"], [corpus.vectors[0]] * 2, texts=["x" * 70_000, None])
+    plan = multivec.plan_migration(src, roots["milvus-lite"], collection="src", sample=None)
+    refused = [p for p in plan.problems if "refuses" in p.what]
+    assert len(refused) == 1
+    assert set(refused[0].ids) == {"long-text", "bell\x07"}
+    with pytest.raises(CollectionNotFoundError):
+        multivec.connect(roots["milvus-lite"], "src")
+    col.drop()
+
+
 # --- the command line -----------------------------------------------------------------------
 
 

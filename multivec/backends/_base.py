@@ -152,6 +152,16 @@ class Backend(ABC):
         it stopped, whatever the page size, and sees each document once.
         """
 
+    @classmethod
+    def document_problem(cls, key: str, metadata: dict[str, Any], text: str | None) -> str | None:
+        """Why this database cannot store a document exactly, or ``None`` when it can.
+
+        For limits of the database itself (value sizes, characters), checked for every document
+        before anything is written, and by the migration dry run. Input errors common to every
+        backend are caught earlier, by the collection.
+        """
+        return None
+
     def native_search(
         self,
         query: npt.NDArray[np.float32],

@@ -92,7 +92,6 @@ from multivec.errors import (
     BackendUnavailableError,
     ConfigurationError,
     InvalidFilterError,
-    InvalidInputError,
     MissingDependencyError,
 )
 
@@ -429,30 +428,39 @@ class MilvusBackend(Backend):
 
     # --- writes ------------------------------------------------------------------------------
 
+    @classmethod
+    def document_problem(  # noqa: D102
+        cls, key: str, metadata: dict[str, Any], text: str | None
+    ) -> str | None:
+        if any(ord(ch) < 0x20 and ch not in "\n\t\r" for ch in key):
+            # Reads select by key in an expression, and Milvus string literals have no escape
+            # for other control characters: such a document could not be read back.
+            return (
+                f"document id {key[2:]!r} contains a control character Milvus filters cannot "
+                "express; use another id"
+            )
+        if text is not None and len(text.encode("utf-8")) > _MAX_TEXT_BYTES:
+            return (
+                f"the text of document {key[2:]!r} is over Milvus's {_MAX_TEXT_BYTES}-byte "
+                "VARCHAR limit; chunk it or keep it outside and store a reference in metadata"
+            )
+        for what, value in (
+            ("metadata", metadata),
+            ("filterable metadata", _filter_shadow(metadata)),
+        ):
+            if len(json.dumps(value, ensure_ascii=False).encode()) > _MAX_JSON_BYTES:
+                return (
+                    f"the {what} of document {key[2:]!r} is over Milvus's {_MAX_JSON_BYTES}-byte "
+                    "JSON limit; keep large values outside and store a reference"
+                )
+        return None
+
     def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
         rows = []
         for i, key in enumerate(batch.keys):
-            if any(ord(ch) < 0x20 and ch not in "\n\t\r" for ch in key):
-                # Reads select by key in an expression, and Milvus string literals have no
-                # escape for other control characters: such a document could not be read back.
-                raise InvalidInputError(
-                    f"document id {key[2:]!r} contains a control character Milvus filters "
-                    "cannot express; use another id"
-                )
             text = batch.texts[i]
-            if text is not None and len(text.encode("utf-8")) > _MAX_TEXT_BYTES:
-                raise InvalidInputError(
-                    f"the text of document {key[2:]!r} is over Milvus's {_MAX_TEXT_BYTES}-byte "
-                    "VARCHAR limit; chunk it or keep it outside and store a reference in metadata"
-                )
             meta = batch.metadata[i]
             shadow = _filter_shadow(meta)
-            for what, value in (("metadata", meta), ("filterable metadata", shadow)):
-                if len(json.dumps(value, ensure_ascii=False).encode()) > _MAX_JSON_BYTES:
-                    raise InvalidInputError(
-                        f"the {what} of document {key[2:]!r} is over Milvus's "
-                        f"{_MAX_JSON_BYTES}-byte JSON limit"
-                    )
             encoded = encode_tokens(batch.vectors[i])
             chunks = [encoded[j : j + CHUNK_CHARS] for j in range(0, len(encoded), CHUNK_CHARS)]
             size = (
