@@ -584,14 +584,15 @@ def test_dry_run_reports_documents_the_target_refuses(
 ) -> None:
     """Milvus's own limits (text size, control characters in ids) surface before any write."""
     src = f"memory://refused-{uuid.uuid4().hex[:8]}"
-    col = corpus.load(src, "src")
+    name = f"refused_{uuid.uuid4().hex[:8]}"
+    col = corpus.load(src, name)
     col.upsert(["long-text", "bell\x07"], [corpus.vectors[0]] * 2, texts=["x" * 70_000, None])
-    plan = multivec.plan_migration(src, roots["milvus-lite"], collection="src", sample=None)
+    plan = multivec.plan_migration(src, roots["milvus-lite"], collection=name, sample=None)
     refused = [p for p in plan.problems if "refuses" in p.what]
     assert len(refused) == 1
     assert set(refused[0].ids) == {"long-text", "bell\x07"}
     with pytest.raises(CollectionNotFoundError):
-        multivec.connect(roots["milvus-lite"], "src")
+        multivec.connect(roots["milvus-lite"], name)
     col.drop()
 
 
