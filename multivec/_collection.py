@@ -225,6 +225,7 @@ class Collection:
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         *,
         texts: Sequence[str | None] | None = None,
+        fdes: npt.ArrayLike | None = None,
     ) -> None:
         """Insert documents, replacing any with the same id.
 
@@ -233,6 +234,11 @@ class Collection:
             vectors: One ``(n_tokens, dim)`` token matrix per document.
             metadata: Optional JSON-object metadata per document (filterable).
             texts: Optional source text per document, returned with hits.
+            fdes: Optional ``(n_documents, fde_dim)`` FDEs of these documents under this
+                collection's FDE configuration, stored as given instead of encoded here. Only
+                for FDEs read from a collection with the same configuration (as
+                :meth:`iter_with_fdes` gives them, and ``multivec migrate`` copies them): others
+                would make the first stage miss documents.
 
         Raises:
             InvalidInputError: Anything wrong with the input; nothing is written then.
@@ -250,6 +256,7 @@ class Collection:
         metas = check_metadata(metadata, len(keys))
         docs_texts = check_texts(texts, len(keys))
         meta_bytes = [len(json.dumps(m, ensure_ascii=False).encode()) for m in metas]
+        given = None if fdes is None else self._checked_fdes(fdes, len(keys))
         if not keys:
             return
         # The database's own limits, for every document before the first request: a batch
@@ -261,9 +268,17 @@ class Collection:
         written: list[str] = []
         for start, stop in self._byte_batches(keys, matrices, meta_bytes, docs_texts):
             batch_vectors = matrices[start:stop]
-            fdes = self._fde.encode_documents([m.astype(np.float32) for m in batch_vectors])
+            batch_fdes = (
+                self._fde.encode_documents([m.astype(np.float32) for m in batch_vectors])
+                if given is None
+                else given[start:stop]
+            )
             batch = WriteBatch(
-                keys[start:stop], fdes, batch_vectors, metas[start:stop], docs_texts[start:stop]
+                keys[start:stop],
+                batch_fdes,
+                batch_vectors,
+                metas[start:stop],
+                docs_texts[start:stop],
             )
             try:
                 self._backend.upsert(batch)
@@ -291,6 +306,20 @@ class Collection:
                     [] if refused else failed,
                 ) from exc
             written.extend(batch.keys)
+
+    def _checked_fdes(self, fdes: npt.ArrayLike, n: int) -> npt.NDArray[np.float32]:
+        matrix = np.asarray(fdes)
+        expected = (n, self.info.fde_dim)
+        if matrix.shape != expected or not np.issubdtype(matrix.dtype, np.number):
+            raise InvalidInputError(
+                f"fdes must be a numeric {expected[0]} x {expected[1]} matrix (one FDE per "
+                f"document, this collection's FDE dimension), got shape {matrix.shape}; leave "
+                "fdes out to have them encoded from the tokens"
+            )
+        matrix = matrix.astype(np.float32, copy=False)
+        if not np.isfinite(matrix).all():
+            raise InvalidInputError("fdes hold NaN or infinity; leave fdes out to encode them")
+        return matrix
 
     def _byte_batches(
         self,
@@ -352,6 +381,20 @@ class Collection:
                 return
             yield _documents(fetched)
             cursor = fetched.keys[-1]
+
+    def iter_with_fdes(
+        self, batch_size: int = 256, *, start_after: DocId | None = None
+    ) -> Iterator[tuple[list[Document], npt.NDArray[np.float32]]]:
+        """Like :meth:`iter_documents`, with each batch's FDEs as a float32 matrix.
+
+        The FDEs are the stored ones where the database hands them back, else encoded again
+        from the tokens (the same values under the same configuration).
+        """
+        for docs in self.iter_documents(batch_size, start_after=start_after):
+            fdes = self._backend.fetch_fdes([id_to_key(d.id) for d in docs])
+            if fdes is None:
+                fdes = self._fde.encode_documents([d.vectors.astype(np.float32) for d in docs])
+            yield docs, fdes
 
     # --- search --------------------------------------------------------------------------------
 

@@ -128,19 +128,31 @@ def _doc_bytes(doc: Document) -> int:
     return doc.vectors.nbytes + meta + len((doc.text or "").encode()) + len(str(doc.id))
 
 
+Batch = tuple[list[Document], "npt.NDArray[np.float32] | None"]
+
+
 def _byte_sized_batches(
-    side: Side, start_after: DocId | None, batch_bytes: int
-) -> Iterator[list[Document]]:
-    """Documents after ``start_after`` in key order, in batches of about ``batch_bytes``."""
+    side: Side, start_after: DocId | None, batch_bytes: int, *, fdes: bool = False
+) -> Iterator[Batch]:
+    """Documents after ``start_after`` in key order, in batches of about ``batch_bytes``.
+
+    Each batch comes with its FDEs when ``fdes`` is set (see ``iter_with_fdes``), else None.
+    """
     if batch_bytes < 1:
         raise InvalidInputError("batch_bytes must be positive")
-    probe = next(iter(side.iter_documents(_PROBE_DOCS, start_after=start_after)), [])
+
+    def read(size: int, after: DocId | None) -> Iterator[Batch]:
+        if fdes:
+            return side.iter_with_fdes(size, start_after=after)
+        return ((docs, None) for docs in side.iter_documents(size, start_after=after))
+
+    probe, probe_fdes = next(read(_PROBE_DOCS, start_after), ([], None))
     if not probe:
         return
-    yield probe
+    yield probe, probe_fdes
     per_doc = max(1, sum(map(_doc_bytes, probe)) // len(probe))
     size = max(1, min(_MAX_BATCH_DOCS, batch_bytes // per_doc))
-    yield from side.iter_documents(size, start_after=probe[-1].id)
+    yield from read(size, probe[-1].id)
 
 
 def _prefetch(items: Iterator[T], depth: int, stop: threading.Event) -> Iterator[T]:
@@ -759,8 +771,8 @@ class _Done:
 
 
 def _pipeline(
-    batches: Iterator[list[Document]],
-    write: Callable[[list[Document]], None],
+    batches: Iterator[Batch],
+    write: Callable[[Batch], None],
     workers: int,
     commit: Callable[[_Done], None],
 ) -> None:
@@ -774,7 +786,7 @@ def _pipeline(
     stop = threading.Event()
     # One batch waiting per writer: enough to keep writers busy, and each batch held costs
     # memory (tokens as read, their float32 copy for the FDE, the engine's request buffers).
-    todo: queue.Queue[tuple[int, list[Document]] | None] = queue.Queue(maxsize=workers)
+    todo: queue.Queue[tuple[int, Batch] | None] = queue.Queue(maxsize=workers)
     done: queue.Queue[tuple[str, int, Any]] = queue.Queue()
 
     def read() -> None:
@@ -815,12 +827,14 @@ def _pipeline(
             except BaseException as exc:
                 done.put(("error", seq, exc))
                 return
+            docs = batch[0]
             summary = _Done(
-                batch[-1].id,
-                len(batch),
-                sum(d.vectors.shape[0] for d in batch),
-                sum(map(_doc_bytes, batch)),
+                docs[-1].id,
+                len(docs),
+                sum(d.vectors.shape[0] for d in docs),
+                sum(map(_doc_bytes, docs)),
             )
+            del docs
             # Free the documents before waiting for the next batch, not after.
             del batch
             done.put(("done", seq, summary))
@@ -887,12 +901,21 @@ def _copy(
     state.source_documents = source_count
     ledger.save(state)
 
-    def write(batch: list[Document]) -> None:
+    def write(batch: Batch) -> None:
+        docs, fdes = batch
+        if fdes is not None and not np.array_equal(
+            fdes[:1], encoder.encode_documents([docs[0].vectors.astype(np.float32)])
+        ):
+            # The stored FDEs do not follow from the stored tokens (written by another tool, or
+            # under another configuration): encode this batch's again rather than copy them.
+            mismatched.append(docs[0].id)
+            fdes = None
         target.upsert(
-            [d.id for d in batch],
-            [d.vectors for d in batch],
-            [d.metadata for d in batch],
-            texts=[d.text for d in batch],
+            [d.id for d in docs],
+            [d.vectors for d in docs],
+            [d.metadata for d in docs],
+            texts=[d.text for d in docs],
+            fdes=fdes,
         )
 
     def commit(batch: _Done) -> None:
@@ -906,7 +929,18 @@ def _copy(
 
     if progress is not None:
         progress(state.documents, source_count)
-    _pipeline(_byte_sized_batches(source, state.cursor, batch_bytes), write, workers, commit)
+    # Same configuration: the source's FDEs are the target's, so they are read and copied (one
+    # document per batch encoded again to check it) instead of encoded.
+    copy_fdes = _fde_action(source.info, target.info) == "copied"
+    encoder = FDEEncoder(target.info.fde)
+    mismatched: list[DocId] = []
+    batches = _byte_sized_batches(source, state.cursor, batch_bytes, fdes=copy_fdes)
+    _pipeline(batches, write, workers, commit)
+    if mismatched:
+        notes.append(
+            f"{len(mismatched)} batches had stored FDEs that differ from an encoding of their "
+            f"tokens (first: document {mismatched[0]!r}); their FDEs were encoded again"
+        )
     state.complete = True
     ledger.save(state)
     return before, state, notes
@@ -1177,12 +1211,13 @@ def export_collection(
         collection=col.name,
         part_bytes=part_bytes,
     )
-    encoder = FDEEncoder(col.info.fde)
     total, done = col.count(), 0
     stop = threading.Event()
     try:
-        for docs in _prefetch(_byte_sized_batches(col, None, batch_bytes), 2, stop):
-            fdes = encoder.encode_documents([d.vectors.astype(np.float32) for d in docs])
+        for docs, fdes in _prefetch(
+            _byte_sized_batches(col, None, batch_bytes, fdes=True), 2, stop
+        ):
+            assert fdes is not None  # asked for
             writer.write(docs, fdes)
             done += len(docs)
             if progress is not None:
@@ -1282,7 +1317,7 @@ class _Sampler:
 def _hashed(
     side: Side, dtype: np.dtype[Any], batch_bytes: int
 ) -> Iterator[list[tuple[str, _Digest, Document]]]:
-    for docs in _byte_sized_batches(side, None, batch_bytes):
+    for docs, _ in _byte_sized_batches(side, None, batch_bytes):
         yield [(id_to_key(d.id), _digest(d, dtype), d) for d in docs]
 
 
@@ -1382,7 +1417,7 @@ def _exact_topk(
 ) -> list[list[tuple[str, float]]]:
     """Exact MaxSim top-k over every document of an export, streamed."""
     best: list[list[tuple[str, float]]] = [[] for _ in queries]
-    for docs in _byte_sized_batches(side, None, batch_bytes):
+    for docs, _ in _byte_sized_batches(side, None, batch_bytes):
         tokens = np.concatenate([d.vectors for d in docs])
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum([d.vectors.shape[0] for d in docs], out=offsets[1:])
@@ -1611,7 +1646,7 @@ def _profile(
 ) -> _Profile:
     profile = _Profile()
     t = time.perf_counter()
-    for docs in _byte_sized_batches(source, None, DEFAULT_BATCH_BYTES):
+    for docs, _ in _byte_sized_batches(source, None, DEFAULT_BATCH_BYTES):
         if sample is not None:
             docs = docs[: sample - profile.n]
         profile.read_seconds += time.perf_counter() - t

@@ -161,8 +161,43 @@ def test_every_pair_round_trips(
             assert col.info.fde == FDE
             # Ids come back with their type: int stays int, str stays str.
             assert [d.id for d in col.get(corpus.ids[:5])] == corpus.ids[:5]
+        # Copied: the target's stored FDEs are the source's, bit for bit.
+        copied, stored = _stored_fdes(roots[dst], target), _stored_fdes(source(src), "src")
+        assert copied.keys() == stored.keys()
+        for key, fde in stored.items():
+            np.testing.assert_array_equal(copied[key], fde)
     finally:
         _drop(roots[dst], target)
+
+
+def _stored_fdes(uri: str, collection: str) -> dict[str, npt.NDArray[np.float32]]:
+    with multivec.connect(uri, collection) as col:
+        return {
+            repr(d.id): fde
+            for docs, fdes in col.iter_with_fdes(16)
+            for d, fde in zip(docs, fdes, strict=True)
+        }
+
+
+def test_stored_fdes_that_do_not_follow_from_the_tokens_are_encoded_again(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """A source whose FDEs are not its tokens' (another tool wrote them) is not copied blindly."""
+    src = multivec.connect(f"memory://{_name()}", "src", dim=DIM, fde=FDE)
+    rng = np.random.default_rng(3)
+    wrong = rng.normal(size=(N_DOCS, FDE.fde_dim)).astype(np.float32)
+    src.upsert(corpus.ids, corpus.vectors, corpus.metadata, texts=corpus.texts, fdes=wrong)
+    target = f"lancedb://{tmp_path}/lance"
+    report = multivec.migrate(
+        src.backend.uri.render(), target, collection="src", ledger_dir=tmp_path, queries=4
+    )
+    assert any("encoded again" in note for note in report.notes), report.notes
+    fresh = multivec.muvera.FDEEncoder(FDE).encode_documents(
+        [v.astype(np.float16).astype(np.float32) for v in corpus.vectors]
+    )
+    stored = _stored_fdes(target, "src")
+    for doc_id, fde in zip(corpus.ids, fresh, strict=True):
+        np.testing.assert_allclose(stored[repr(doc_id)], fde, rtol=1e-6, atol=1e-6)
 
 
 # --- crash and resume ---------------------------------------------------------------------------

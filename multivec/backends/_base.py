@@ -152,6 +152,15 @@ class Backend(ABC):
         it stopped, whatever the page size, and sees each document once.
         """
 
+    def fetch_fdes(self, keys: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        """Return the stored FDEs of ``keys``, one row each, in order.
+
+        ``None`` means the database cannot hand them back (the default) or a key is not stored
+        (deleted since it was listed); callers then encode them again from the tokens, which
+        gives the same values under the same configuration.
+        """
+        return None
+
     @classmethod
     def document_problem(cls, key: str, metadata: dict[str, Any], text: str | None) -> str | None:
         """Why this database cannot store a document exactly, or ``None`` when it can.

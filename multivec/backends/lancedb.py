@@ -346,6 +346,19 @@ class LanceDBBackend(Backend):
         ]
         return self._to_fetched(pa.concat_tables(parts), with_metadata)
 
+    def fetch_fdes(self, keys: Sequence[str]) -> npt.NDArray[np.float32] | None:  # noqa: D102
+        rows: dict[str, Any] = {}
+        for i in range(0, len(keys), _IN_CHUNK):
+            where = "key IN (" + ", ".join(_sql_str(k) for k in keys[i : i + _IN_CHUNK]) + ")"
+            query = self._open().search().where(where).select(["key", "fde"]).limit(None)
+            part = query.to_arrow()
+            fdes = part.column("fde").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            fdes = fdes.reshape(len(part), -1)
+            rows.update(zip(part.column("key").to_pylist(), fdes, strict=True))
+        if not keys or any(k not in rows for k in keys):
+            return None
+        return np.stack([rows[k] for k in keys]).astype(np.float32, copy=False)
+
     def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
         # Lance has no ORDER BY: read the (small) key column past the cursor, pick the next
         # page in key order, then fetch just those rows.

@@ -138,6 +138,12 @@ class MemoryBackend(Backend):
         rows = self._store.rows
         return self._fetched([k for k in keys if k in rows], with_metadata)
 
+    def fetch_fdes(self, keys: Sequence[str]) -> npt.NDArray[np.float32] | None:  # noqa: D102
+        rows = self._store.rows
+        if not keys or any(k not in rows for k in keys):
+            return None
+        return np.stack([rows[k].fde for k in keys]).astype(np.float32, copy=False)
+
     def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
         ordered = sorted(k for k in self._store.rows if after is None or k > after)
         return self._fetched(ordered[:limit], with_metadata=True)

@@ -572,6 +572,18 @@ class MilvusBackend(Backend):
             texts,
         )
 
+    def fetch_fdes(self, keys: Sequence[str]) -> npt.NDArray[np.float32] | None:  # noqa: D102
+        self._load()
+        found: dict[str, Any] = {}
+        # Enough keys per read that even FDEs of the largest dimension stay under the reply cap.
+        step = max(1, _READ_BYTES // (4 * _MAX_DIM))
+        for start in range(0, len(keys), step):
+            rows = self._read(list(keys[start : start + step]), ["key", "fde"])
+            found.update((k, row["fde"]) for k, row in rows.items())
+        if not keys or any(k not in found for k in keys):
+            return None
+        return np.array([found[k] for k in keys], dtype=np.float32)
+
     def _read(self, keys: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
         rows = self._query(f"key in {_in_list(keys)}", fields, len(keys))
         return {row["key"]: row for row in rows}

@@ -701,6 +701,25 @@ class WeaviateBackend(Backend):
             texts = [found[k][0].get("mv_text") for k in present]
         return Fetched.pack(present, matrices, self._dim, self._dtype, metadata, texts)
 
+    def fetch_fdes(self, keys: Sequence[str]) -> npt.NDArray[np.float32] | None:  # noqa: D102
+        found: dict[str, Any] = {}
+        for start in range(0, len(keys), _CHUNK):
+            uuids = [key_uuid(k) for k in keys[start : start + _CHUNK]]
+            result = _retry(
+                partial(
+                    self._col.query.fetch_objects,
+                    filters=WFilter.by_id().contains_any(uuids),
+                    limit=len(uuids),
+                    include_vector=["fde"],
+                    return_properties=["mv_key"],
+                ),
+                "fetch",
+            )
+            found.update((str(o.properties["mv_key"]), o.vector["fde"]) for o in result.objects)
+        if not keys or any(k not in found for k in keys):
+            return None
+        return np.array([found[k] for k in keys], dtype=np.float32)
+
     def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
         # The cursor API walks objects in UUID order; keys are sorted here (see module doc).
         keys: list[str] = []

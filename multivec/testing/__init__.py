@@ -27,12 +27,14 @@ import pytest
 
 import multivec
 from multivec import Collection, Field, Filter
+from multivec._validation import id_to_key
 from multivec.errors import (
     CollectionNotFoundError,
     ConfigMismatchError,
     ConfigurationError,
     DimensionMismatchError,
     InvalidIdError,
+    InvalidInputError,
     InvalidMetadataError,
     InvalidVectorsError,
 )
@@ -223,6 +225,31 @@ class BackendConformance:
             for d in batch
         ]
         assert resumed == seen[10:]
+
+    def test_given_fdes_are_stored_and_read_back(self, collection: Collection) -> None:
+        """FDEs given to upsert are the ones searched and iterated, not encoded ones."""
+        ids, vectors, _ = make_corpus(6)
+        rng = np.random.default_rng(7)
+        fdes = rng.normal(size=(len(ids), collection.info.fde_dim)).astype(np.float32)
+        collection.upsert(ids, vectors, fdes=fdes)
+        batches = list(collection.iter_with_fdes(batch_size=4))
+        got = {str(d.id): row for docs, rows in batches for d, row in zip(docs, rows, strict=True)}
+        for doc_id, fde in zip(ids, fdes, strict=True):
+            np.testing.assert_array_equal(got[str(doc_id)], fde)
+        # The first stage ranks by the given FDEs: the query equal to FDE 3 finds document 3.
+        refs, _ = collection.backend.ann(fdes[3], 1, None)
+        assert collection.backend.fetch(refs, with_metadata=False).keys == [id_to_key(ids[3])]
+
+    def test_bad_fdes_write_nothing(self, collection: Collection) -> None:
+        """FDEs of the wrong shape or with NaN are refused before anything is written."""
+        ids, vectors, _ = make_corpus(3)
+        bad = np.zeros((3, collection.info.fde_dim + 1), dtype=np.float32)
+        with pytest.raises(InvalidInputError, match="fdes must be"):
+            collection.upsert(ids, vectors, fdes=bad)
+        nan = np.full((3, collection.info.fde_dim), np.nan, dtype=np.float32)
+        with pytest.raises(InvalidInputError, match="NaN"):
+            collection.upsert(ids, vectors, fdes=nan)
+        assert collection.count() == 0
 
     # --- search ----------------------------------------------------------------------------
 
