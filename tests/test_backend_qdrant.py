@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import multivec
-from multivec.errors import BackendError
+from multivec.errors import BackendError, ConfigurationError
 from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
 from multivec.testing.servers import server_uri
 
@@ -184,3 +184,28 @@ def test_points_without_the_token_payload_are_reported() -> None:
             col.get(["a"])
     finally:
         col.drop()
+
+
+def test_int8_fde_search_keeps_the_results(tmp_path: Path) -> None:
+    """The int8 FDE index (the default) finds the same top hits as float32 FDEs after rerank."""
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    ids, vectors, metadata = make_corpus(300)
+    hits = {}
+    for quantization in ("int8", "none"):
+        col = multivec.connect(
+            f"qdrant+edge://{tmp_path}/{quantization}?quantization={quantization}",
+            "q",
+            dim=DIM,
+            fde=SMALL_FDE,
+        )
+        col.upsert(ids, vectors, metadata)
+        col.optimize()
+        hits[quantization] = [col.search(v, k=5, candidates=60).ids for v in vectors[:20]]
+        col.close()
+    agree = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(*hits.values(), strict=True)])
+    assert agree >= 0.95, agree
+
+
+def test_unknown_quantization_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="quantization must be"):
+        multivec.connect(f"qdrant+edge://{tmp_path}?quantization=pq", "q", dim=DIM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from multivec.backends import _codec
 from multivec.backends._codec import decode_tokens, encode_tokens
 from multivec.errors import BackendError
 from multivec.rerank import DISABLE_NUMBA_ENV
@@ -39,3 +40,21 @@ def test_text_that_is_not_whole_tokens_is_an_error(text: str) -> None:
     """Wrong lengths mean the data was not written by multivec: say so, never guess."""
     with pytest.raises(BackendError, match="changed outside multivec"):
         decode_tokens(["s:x"], [text], 4, "float32")
+
+
+@pytest.mark.parametrize("helper_busy", [False, True])
+def test_large_fetches_decode_the_same_on_two_threads(helper_busy: bool) -> None:
+    """Over the parallel threshold both halves land in place, and a busy helper is not waited on."""
+    rng = np.random.default_rng(1)
+    mats = [rng.normal(size=(int(n), 384)).astype(np.float16) for n in rng.integers(1, 300, 60)]
+    assert sum(m.nbytes for m in mats) > _codec._PARALLEL_BYTES
+    keys = [f"s:{i}" for i in range(len(mats))]
+    if helper_busy:
+        assert _codec._helper_idle.acquire(blocking=False)
+    try:
+        fetched = decode_tokens(keys, [encode_tokens(m) for m in mats], 384, "float16")
+    finally:
+        if helper_busy:
+            _codec._helper_idle.release()
+    for i, m in enumerate(mats):
+        np.testing.assert_array_equal(fetched.matrix(i), m)

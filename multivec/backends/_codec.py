@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,25 @@ def encode_tokens(matrix: npt.NDArray[Any]) -> str:
     """The base64 text of a token matrix's little-endian bytes."""
     data = np.ascontiguousarray(matrix, dtype=matrix.dtype.newbyteorder("<"))
     return base64.b64encode(data.tobytes()).decode("ascii")
+
+
+# Below this many decoded bytes a second thread costs more than it saves.
+_PARALLEL_BYTES = 1 << 20
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_helper_idle = threading.Lock()
+
+
+def _helper() -> ThreadPoolExecutor | None:
+    """One helper thread where a second core exists, made anew in a forked child."""
+    global _pool
+    # sched_getaffinity sees container CPU limits that os.cpu_count() does not.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cores or 1) < 2:
+        return None
+    # A pool inherited through fork has no thread behind it: work sent there would never run.
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="multivec-decode"))
+    return _pool[1]
 
 
 def _decoder() -> Any:
@@ -85,12 +107,30 @@ def decode_tokens(
     np.cumsum([size // row_bytes for size in sizes], out=offsets[1:])
     tokens = np.empty((int(offsets[-1]), dim), dtype=item)
     raw = tokens.reshape(-1).view(np.uint8)
+    starts = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
     decode = _decoder()
-    lo = 0
-    for text, size in zip(texts, sizes, strict=True):
-        if decode is not None:
-            decode(np.frombuffer(text.encode("ascii"), dtype=np.uint8), _LUT, raw[lo : lo + size])
+    if decode is None:
+        for i, text in enumerate(texts):
+            raw[starts[i] : starts[i + 1]] = np.frombuffer(binascii.a2b_base64(text), np.uint8)
+    else:
+
+        def run(docs: range) -> None:
+            for i in docs:
+                src = np.frombuffer(texts[i].encode("ascii"), dtype=np.uint8)
+                decode(src, _LUT, raw[starts[i] : starts[i + 1]])
+
+        # The loop releases the GIL: a second core decodes the second half of a large fetch.
+        half = len(texts) // 2
+        helper = _helper() if starts[-1] >= _PARALLEL_BYTES else None
+        # Only when the helper is idle: concurrent searches would otherwise queue behind it.
+        if helper is not None and _helper_idle.acquire(blocking=False):
+            try:
+                second = helper.submit(run, range(half, len(texts)))
+                run(range(half))
+                second.result()
+            finally:
+                _helper_idle.release()
         else:
-            raw[lo : lo + size] = np.frombuffer(binascii.a2b_base64(text), dtype=np.uint8)
-        lo += size
+            run(range(len(texts)))
     return Fetched(keys, tokens.astype(dtype, copy=False), offsets, metadata, doc_texts)

@@ -21,8 +21,14 @@ Flavours (the driver after ``+`` picks one):
   :class:`~multivec.errors.BackendUnavailableError`.
 
 Options for every flavour: ``hnsw_ef`` (default 256, raised to the candidate count when that is
-larger) sets the HNSW beam width of the FDE search; ``exact=true`` makes it a full scan.
-Collections below Qdrant's ``full_scan_threshold`` are scanned exactly whatever the setting.
+larger) sets the HNSW beam width of the FDE search; ``exact=true`` makes it a full scan of the
+float32 FDEs. Collections below Qdrant's ``full_scan_threshold`` are scanned exactly whatever
+the setting. ``quantization`` (``int8``, the default, or ``none``; read when a collection is
+created, ignored by local mode) keeps an int8 copy of the FDEs in RAM that the HNSW search
+scores with, without Qdrant's float32 rescoring: the candidates are reranked exactly anyway. On
+SciFact (5,183 documents, 10240-d FDE, 200 candidates) it made Edge's FDE search 2.8x faster
+(8.5 to 3.0 ms) with the same recall@10 after the rerank (0.956), for ``fde_dim`` more bytes of
+RAM and disk per document.
 
 Layout: one Qdrant collection (an Edge shard) per multivec collection, one point per document:
 
@@ -31,6 +37,7 @@ field       Qdrant type                                          why
 ==========  ===================================================  ===================================
 id          UUIDv5 of the internal key (fixed namespace)         Qdrant takes only uint64/UUID ids
 ``fde``     dense vector, size ``fde_dim``, DOT, HNSW, float32   the ANN index of the first stage
+            (+ int8 copy in RAM, below)
 ``mv``      multivector, size ``dim``, DOT, MAX_SIM, ``m=0``,    the token matrix; ``m=0`` builds no
             float16 or float32 as the collection's dtype         graph (it only serves reranking)
 ``_k``      payload string                                       the internal key, so ids round-trip
@@ -48,9 +55,10 @@ Qdrant returns vectors to Python as lists of floats: for 200 candidates of 180 x
 turning ``mv`` into NumPy took about 500 ms, decoding ``_v`` 25 ms (Qdrant Edge 0.9, this
 machine).
 
-Storage per document is about ``4·fde_dim + (2 + 8/3)·n_tokens·dim`` bytes (float16; ``(4 +
-16/3)·`` for float32) plus the FDE's HNSW links, the rest of the payload, and Qdrant's per-point
-overhead (id tracker, versions).
+Storage per document is about ``5·fde_dim + (2 + 8/3)·n_tokens·dim`` bytes: the FDE in float32
+and int8, the tokens in float16 and as base64 (``(4 + 16/3)·`` for float32 tokens), plus the
+FDE's HNSW links, the rest of the payload, and Qdrant's per-point overhead (id tracker,
+versions).
 
 The collection's :class:`~multivec.CollectionInfo` is stored as JSON in the payload ``_info`` of
 a reserved point (a fixed UUID that no key maps to, a zero FDE and one zero token). Edge has no
@@ -126,6 +134,8 @@ _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 _BAD_FIELD_CHARS = frozenset('.[]"')
 _MAX_DIM = 65536
 _DEFAULT_HNSW_EF = 256
+# int8 FDEs: values beyond this quantile are clipped when Qdrant picks the int8 range.
+_QUANTILE = 0.99
 _SCROLL_PAGE = 1000
 # Integers beyond 2**53 lose precision as the float64 bounds of a Qdrant range.
 _EXACT_FLOAT_INT = 2**53
@@ -363,6 +373,13 @@ class QdrantBackend(Backend):
             raise ConfigurationError(f"hnsw_ef must be a positive integer, got {ef!r}")
         self._hnsw_ef = int(ef)
         self._exact = (uri.option("exact") or "false").lower() in ("1", "true", "yes")
+        quantization = (uri.option("quantization") or "int8").lower()
+        if quantization not in ("int8", "none"):
+            raise ConfigurationError(
+                f"quantization must be 'int8' or 'none', got {uri.option('quantization')!r}"
+            )
+        # Local mode scans in Python and has no quantized index.
+        self._int8 = quantization == "int8" and self._driver != "local"
         self._dim = 0
         self._dtype = "float16"
         self._shared: _Shared | None = None
@@ -515,7 +532,15 @@ class QdrantBackend(Backend):
             qe = self._qe
             config = qe.EdgeConfig(
                 vectors={
-                    "fde": qe.EdgeVectorParams(size=info.fde_dim, distance=qe.Distance.Dot),
+                    "fde": qe.EdgeVectorParams(
+                        size=info.fde_dim,
+                        distance=qe.Distance.Dot,
+                        quantization_config=qe.ScalarQuantizationConfig(
+                            type=qe.ScalarType.Int8, quantile=_QUANTILE, always_ram=True
+                        )
+                        if self._int8
+                        else None,
+                    ),
                     "mv": qe.EdgeVectorParams(
                         size=info.dim,
                         distance=qe.Distance.Dot,
@@ -546,7 +571,17 @@ class QdrantBackend(Backend):
             api.create_collection,
             self.collection,
             vectors_config={
-                "fde": models.VectorParams(size=info.fde_dim, distance=models.Distance.DOT),
+                "fde": models.VectorParams(
+                    size=info.fde_dim,
+                    distance=models.Distance.DOT,
+                    quantization_config=models.ScalarQuantization(
+                        scalar=models.ScalarQuantizationConfig(
+                            type=models.ScalarType.INT8, quantile=_QUANTILE, always_ram=True
+                        )
+                    )
+                    if self._int8
+                    else None,
+                ),
                 "mv": models.VectorParams(
                     size=info.dim,
                     distance=models.Distance.DOT,
@@ -688,9 +723,17 @@ class QdrantBackend(Backend):
             # Local mode always searches exactly and warns that search params have no effect.
             return None
         ef = max(self._hnsw_ef, limit)
+        # The int8 scores only pick candidates that are rescored exactly afterwards, so Qdrant's
+        # own rescoring with the float32 FDEs would cost time for nothing; an exact search
+        # reads the float32 FDEs.
         if self._driver == "edge":
-            return self._qe.SearchParams(hnsw_ef=ef, exact=self._exact)
-        return models.SearchParams(hnsw_ef=ef, exact=self._exact)
+            quantization = self._qe.QuantizationSearchParams(ignore=self._exact, rescore=False)
+            return self._qe.SearchParams(hnsw_ef=ef, exact=self._exact, quantization=quantization)
+        return models.SearchParams(
+            hnsw_ef=ef,
+            exact=self._exact,
+            quantization=models.QuantizationSearchParams(ignore=self._exact, rescore=False),
+        )
 
     def _query(
         self,
@@ -808,7 +851,9 @@ class QdrantBackend(Backend):
         payload = ["_k", "_v"] + (["_m", "_t"] if with_metadata else [])
         ids = [k[len(_REF) :] if k.startswith(_REF) else point_id(k) for k in keys]
         records = self._retrieve(ids, payload, False) if ids else []
-        by_id = {str(r.id): r.payload for r in records if r.payload and "_k" in r.payload}
+        # Edge builds the payload dict on every access of ``.payload``: read it once.
+        payloads = ((str(r.id), r.payload) for r in records)
+        by_id = {i: p for i, p in payloads if p and "_k" in p}
         found = {by_id[i]["_k"]: by_id[i] for i in ids if i in by_id}
         present = list(found)
         missing = [k for k in present if "_v" not in found[k]]
