@@ -1,8 +1,9 @@
-"""The ``multivec`` command: index, search, info, migrate, verify, export, import and bench.
+"""The ``multivec`` command: index, ingest, search, info, migrate, verify, export, import and bench.
 
 It parses arguments, shows progress and prints results; the work is done by the library::
 
     multivec index ../shared/data/scifact/corpus.jsonl --into lancedb://./data --collection scifact
+    multivec ingest ./docs ./papers --into lancedb://./data --collection notes --max-tokens 256
     multivec search "do statins reduce mortality?" --uri lancedb://./data --collection scifact
     multivec info lancedb://./data --collection scifact --json
     multivec migrate lancedb://./data qdrant+edge://./qdrant --collection scifact --dry-run
@@ -12,7 +13,9 @@ It parses arguments, shows progress and prints results; the work is done by the 
     multivec import ./backup milvus+lite://./milvus.db
 
 ``migrate`` and ``verify`` exit with 1 when documents differ and 3 when only searches differ
-(index drift); every command exits with 2 on an error.
+(index drift); ``ingest`` exits with 0 when every readable input went in (the files it skipped
+are listed with the reason) and 1 when no document could be read; every command exits with 2
+on an error.
 """
 
 from __future__ import annotations
@@ -215,6 +218,62 @@ def _render_search(results: list[dict[str, Any]]) -> str:
             title = hit["metadata"].get("title") or (hit["text"] or "")[:80]
             lines.append(f"  {rank:>2}. {hit['score']:8.3f}  {hit['id']}  {title[:90]}")
     return "\n".join(lines)
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    """Ingest files and folders; exit 0 when anything readable went in, 1 when nothing did."""
+    import functools
+    import importlib
+
+    from multivec.ingest import encoder_id, ingest
+
+    encoder = _encoder(args.encoder)
+    model = encoder_id(encoder)
+    print(f"encoder: {model}", file=sys.stderr)
+    pool = None
+    if args.pool_factor is not None and args.pool_factor > 1:
+        # Token pooling lives beside the encoders; imported only when asked for.
+        pooling = importlib.import_module("multivec.ingest._pooling")
+        pool = functools.partial(pooling.pool_tokens, pool_factor=args.pool_factor)
+    dim = getattr(encoder, "dim", None)
+    if not isinstance(dim, int):
+        # fastembed's embedding_size can be wrong for local files: read the width of an output.
+        if hasattr(encoder, "embed"):
+            probe = encoder.embed(["dimension probe"])
+        else:
+            from PIL import Image
+
+            probe = encoder.embed_image([Image.new("RGB", (32, 32), "white")])
+        dim = int(next(iter(probe)).shape[1])
+    col = multivec.connect(args.into, args.collection, dim=dim, encoder=model)
+    if col.info.encoder not in (None, model):
+        raise ConfigMismatchError(
+            f"collection {args.collection!r} was built with {col.info.encoder}, not {model}; "
+            "use the same --encoder or another collection"
+        )
+    summary = ingest(
+        args.paths,
+        col,
+        encoder,
+        root=args.root,
+        max_tokens=args.max_tokens,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        pool=pool,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if summary.chunks or summary.relabelled or summary.deleted:
+        col.optimize()
+    payload = {"collection": args.collection, "total_documents": col.count(), **summary.as_dict()}
+    _emit(
+        payload,
+        args.json,
+        lambda p: (
+            f"{summary.summary()}\n{args.into} collection {args.collection!r} now holds "
+            f"{p['total_documents']} chunks"
+        ),
+    )
+    return 0 if summary.documents else 1
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -425,6 +484,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=200, help="first-stage candidates to rerank")
     p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="chunk, encode and store files and folders (text, Markdown, code, PDF, images, "
+        "JSONL); reruns skip what is stored",
+    )
+    p.add_argument("paths", nargs="+", help="files and folders (folders are walked)")
+    p.add_argument("--into", required=True, help="target URI, e.g. lancedb://./data")
+    p.add_argument("--encoder", help=model_help)
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="tokens per chunk (default: model limit)"
+    )
+    p.add_argument(
+        "--overlap", type=int, default=0, help="tokens repeated between prose chunks (default 0)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="chunks per encode/write batch")
+    p.add_argument(
+        "--pool-factor",
+        type=int,
+        default=None,
+        help="pool document token vectors by this factor before storing (e.g. 2)",
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        help="folder that document ids are relative to (default: each input)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("info", parents=[common], help="show a collection's configuration and size")
     p.add_argument("uri", help="collection URI")

@@ -1,4 +1,4 @@
-"""Ingest: from text to per-token vectors.
+r"""Ingest: from text to per-token vectors.
 
 This package owns what comes before storage: the encoder protocol and the encoders that
 satisfy it, and readers that stream corpora from disk. It knows nothing of databases.
@@ -9,6 +9,12 @@ satisfy it, and readers that stream corpora from disk. It knows nothing of datab
 * :func:`default_encoder` picks (and logs) the model used when none is named.
 * :func:`iter_beir_corpus`, :func:`iter_beir_queries` and :func:`load_beir_qrels` read the
   BEIR layout.
+* :func:`ingest` streams files and folders (text, Markdown, Python and other code, PDF,
+  PNG/JPEG, JSONL) through chunking and an encoder into a collection, resumably, and returns
+  an :class:`IngestSummary`; :class:`CallableEncoder` turns a plain function into an encoder.
+* :func:`chunk_text`, :func:`chunk_python` and :func:`chunk_lines` are its chunkers, sized by
+  a :data:`TokenCounter` (:func:`token_counter`, :func:`estimate_tokens`), into
+  :class:`Chunk` values.
 
 Importing this package imports neither onnxruntime, tokenizers nor fastembed; building an
 encoder does.
@@ -16,6 +22,15 @@ encoder does.
 
 from __future__ import annotations
 
+from multivec.ingest._chunking import (
+    Chunk,
+    TokenCounter,
+    chunk_lines,
+    chunk_python,
+    chunk_text,
+    estimate_tokens,
+    token_counter,
+)
 from multivec.ingest._encoders import (
     ANSWERAI_COLBERT_SMALL,
     FASTEMBED_DEFAULT_MODEL,
@@ -35,21 +50,33 @@ from multivec.ingest._jsonl import (
     iter_beir_queries,
     load_beir_qrels,
 )
+from multivec.ingest._pipeline import CallableEncoder, IngestSummary, SkippedInput, ingest
 
 __all__ = [
     "ANSWERAI_COLBERT_SMALL",
     "FASTEMBED_DEFAULT_MODEL",
     "MODEL_DIR_ENV",
+    "CallableEncoder",
+    "Chunk",
     "CorpusRecord",
+    "IngestSummary",
     "LateInteractionEncoder",
     "OnnxLateInteractionEncoder",
     "QrelRecord",
     "QueryRecord",
+    "SkippedInput",
+    "TokenCounter",
+    "chunk_lines",
+    "chunk_python",
+    "chunk_text",
     "default_encoder",
     "encoder_id",
+    "estimate_tokens",
+    "ingest",
     "iter_beir_corpus",
     "iter_beir_qrels",
     "iter_beir_queries",
     "load_beir_qrels",
     "load_fastembed_from_dir",
+    "token_counter",
 ]
