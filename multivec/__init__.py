@@ -18,6 +18,17 @@ scheme is first opened.
 from __future__ import annotations
 
 from multivec._collection import Collection, connect
+from multivec._explain import (
+    Explanation,
+    PatchLayout,
+    SpanEncoder,
+    SpanMatch,
+    TokenSpans,
+    explain_match,
+    explain_text,
+    explanation_heatmap,
+    patch_scores,
+)
 from multivec._filters import Field, Filter
 from multivec._migrate import (
     ExportReport,
@@ -54,6 +65,7 @@ __all__ = [
     "ConfigurationError",
     "DimensionMismatchError",
     "Document",
+    "Explanation",
     "ExportReport",
     "Field",
     "Filter",
@@ -62,14 +74,22 @@ __all__ = [
     "MigrationPlan",
     "MigrationReport",
     "MultivecError",
+    "PatchLayout",
     "SearchResult",
+    "SpanEncoder",
+    "SpanMatch",
     "StageTimings",
+    "TokenSpans",
     "VerifyReport",
     "__version__",
     "connect",
+    "explain_match",
+    "explain_text",
+    "explanation_heatmap",
     "export_collection",
     "import_collection",
     "migrate",
+    "patch_scores",
     "plan_migration",
     "verify",
 ]

@@ -9,6 +9,7 @@ the same FDEs) → write in batches sized by bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from multivec._explain import explain_match
 from multivec._filters import Filter
 from multivec._models import (
     FORMAT_VERSION,
@@ -406,6 +408,7 @@ class Collection:
         filter: Filter | Mapping[str, Any] | None = None,
         *,
         mode: SearchMode = "multivec",
+        explain: bool = False,
     ) -> SearchResult:
         """Find the ``k`` documents with the highest exact MaxSim score.
 
@@ -421,6 +424,10 @@ class Collection:
                 database's own two-stage path (ANN on the FDE for ``candidates``, then its
                 MaxSim). The native modes exist to compare with, and report the database's
                 scores; see the backend's ``supports_native_*`` flags.
+            explain: Attach to each hit an :class:`~multivec.Explanation`: per query token, the
+                document vector it matched and its contribution (they sum to the exact MaxSim
+                score). Computed from the vectors fetched for the rerank, for the final hits
+                only, outside the stage timings.
 
         Returns:
             The hits, best first, with the time spent in each stage.
@@ -432,10 +439,10 @@ class Collection:
         t0 = time.perf_counter()
         query = check_query(query_vectors, self.info.dim)
         if mode == "native":
-            return self._native(query, k, flt, None, t0)
+            return self._native(query, k, flt, None, t0, explain)
         fde_query = self._query_fde.encode_queries([query])[0]
         if mode == "native-prefetch":
-            return self._native(query, k, flt, (fde_query, candidates), t0)
+            return self._native(query, k, flt, (fde_query, candidates), t0, explain)
         if mode != "multivec":
             raise InvalidInputError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         t1 = time.perf_counter()
@@ -445,6 +452,8 @@ class Collection:
         t3 = time.perf_counter()
         hits = self._rerank(query, fetched, k)
         t4 = time.perf_counter()
+        if explain:
+            hits = _explained(hits, query, fetched)
         return SearchResult(
             hits,
             StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3),
@@ -459,6 +468,7 @@ class Collection:
         flt: Filter | None,
         prefetch: tuple[npt.NDArray[np.float32], int] | None,
         t0: float,
+        explain: bool = False,
     ) -> SearchResult:
         t1 = time.perf_counter()
         keys, scores = self._backend.native_search(query, k, flt, prefetch=prefetch)
@@ -474,6 +484,8 @@ class Collection:
             if key in found
         )
         candidates = prefetch[1] if prefetch is not None else self.count()
+        if explain:
+            hits = _explained(hits, query, fetched)
         return SearchResult(hits, StageTimings(t1 - t0, t2 - t1, t3 - t2, 0.0), candidates)
 
     def _rerank(self, query: npt.NDArray[np.float32], fetched: Fetched, k: int) -> tuple[Hit, ...]:
@@ -487,6 +499,19 @@ class Collection:
         return tuple(
             Hit(key_to_id(fetched.keys[i]), float(scores[i]), metadata[i], texts[i]) for i in order
         )
+
+
+def _explained(
+    hits: tuple[Hit, ...], query: npt.NDArray[np.float32], fetched: Fetched
+) -> tuple[Hit, ...]:
+    # The final hits' vectors are already in `fetched`: explaining needs no other request.
+    index = {key: i for i, key in enumerate(fetched.keys)}
+    return tuple(
+        dataclasses.replace(
+            hit, explanation=explain_match(query, fetched.matrix(index[id_to_key(hit.id)]))
+        )
+        for hit in hits
+    )
 
 
 def _documents(fetched: Fetched) -> list[Document]:

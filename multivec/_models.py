@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from multivec._explain import Explanation
 from multivec._validation import DocId, StorageDtype
 from multivec.muvera import FDEConfig
 
@@ -57,12 +58,17 @@ class Document:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the exact MaxSim ``score`` and the document's metadata and text."""
+    """One search result: the exact MaxSim ``score`` and the document's metadata and text.
+
+    ``explanation`` is set by ``search(..., explain=True)``: per query token, the document
+    vector it matched and its contribution to ``score`` (see :mod:`multivec._explain`).
+    """
 
     id: DocId
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
     text: str | None = None
+    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,14 @@ Two kinds of object can encode for multivec:
   :class:`LateInteractionEncoder` protocol. fastembed's ``LateInteractionTextEmbedding``
   satisfies it as it is, without knowing multivec;
 * :class:`OnnxLateInteractionEncoder`, which runs a local ONNX transformer (``model.onnx``
-  plus a HuggingFace ``tokenizer.json``) with onnxruntime and needs no model hub.
+  plus a HuggingFace ``tokenizer.json``) with onnxruntime and needs no model hub;
+* :class:`FastembedTextEncoder`, fastembed's late-interaction text models (the ColBERT
+  family) by name (fastembed downloads them where it can) or from a local folder, with the
+  model's own query and document handling (``[Q]``/``[D]`` markers, ``[MASK]`` query
+  augmentation).
+
+The two multivec encoders also give ``token_spans(text)``: the character span of each
+document vector, which match explanations use to point at the matched words.
 
 :func:`default_encoder` picks the model the command line and the quick start use when none
 is named, and logs which one it picked.
@@ -40,6 +47,7 @@ __all__ = [
     "ANSWERAI_COLBERT_SMALL",
     "FASTEMBED_DEFAULT_MODEL",
     "MODEL_DIR_ENV",
+    "FastembedTextEncoder",
     "LateInteractionEncoder",
     "OnnxLateInteractionEncoder",
     "default_encoder",
@@ -371,6 +379,34 @@ class OnnxLateInteractionEncoder:
         _reject_kwargs("query_embed", kwargs)
         return self._encode(query, self._query_tokenizer, self.query_prefix, batch_size)
 
+    def token_spans(self, text: str) -> list[tuple[int, int] | None]:
+        """Return the character span in ``text`` of each vector ``embed(text)`` yields.
+
+        Used to explain matches: the document vector a query token matched becomes the words
+        it stands for. Computed by the document tokenizer, so it costs no model run.
+
+        Args:
+            text: One document text, exactly as it was encoded (without ``document_prefix``).
+
+        Returns:
+            One ``(start, end)`` per document vector, in order; ``None`` for special tokens
+            (``[CLS]``, ``[SEP]``) and for tokens of the document prefix.
+
+        Raises:
+            InvalidInputError: ``text`` is not a string.
+        """
+        if not isinstance(text, str):
+            raise InvalidInputError(f"token_spans needs a string, got {type(text).__name__}")
+        shift = len(self.document_prefix)
+        encoding = self._doc_tokenizer.encode(self.document_prefix + text)
+        spans: list[tuple[int, int] | None] = []
+        for (start, end), special in zip(
+            encoding.offsets, encoding.special_tokens_mask, strict=True
+        ):
+            inside = not special and start >= shift and end > start
+            spans.append((start - shift, end - shift) if inside else None)
+        return spans
+
     def _encode(
         self, texts: str | Iterable[str], tokenizer: Any, prefix: str, batch_size: int | None
     ) -> Iterator[NDArray[np.float32]]:
@@ -483,6 +519,189 @@ def _fastembed_model_file(fastembed: ModuleType, model_name: str) -> str:
         if str(description.get("model", "")).lower() == model_name.lower():
             return str(description.get("model_file") or "model.onnx")
     raise InvalidInputError(f"fastembed has no late-interaction model named {model_name!r}")
+
+
+class FastembedTextEncoder:
+    """A fastembed late-interaction text model (ColBERT family) as a multivec encoder.
+
+    Queries and documents go through fastembed's own code paths, so they are encoded exactly
+    as the model expects: ColBERT models put a ``[Q]`` or ``[D]`` marker after ``[CLS]``,
+    pad queries with ``[MASK]`` to their query length (query augmentation: 32 tokens for
+    colbertv2.0 and answerai-colbert-small-v1) and drop punctuation and padding from
+    documents. What this class adds to fastembed's ``LateInteractionTextEmbedding``:
+
+    * loading either by name, with fastembed's normal download and cache, or from a local
+      folder (``model_dir``) where no model hub can be reached; a failed download raises
+      :class:`~multivec.errors.InvalidInputError` saying how to load from a folder instead;
+    * the real vector width (``dim``), measured on a short input: fastembed's table gives the
+      width of the full model, which a backbone-only export does not have;
+    * ``model_id`` to store with a collection, and :meth:`token_spans` for explanations.
+
+    Example:
+        Run from the repository root, with the answerai folder built by the benchmarks:
+
+        >>> from benchmarks._data import answerai_model_dir
+        >>> encoder = FastembedTextEncoder(ANSWERAI_COLBERT_SMALL, model_dir=answerai_model_dir())
+        >>> next(iter(encoder.query_embed("what is late interaction?"))).shape
+        (32, 384)
+
+    Attributes:
+        model: The fastembed ``LateInteractionTextEmbedding``.
+        model_name: fastembed's name for the model.
+        model_id: ``model_name``, with ``@<folder name>`` when loaded from a folder.
+        dim: The width of each token vector.
+        query_max_length: Tokens in every query (``[MASK]``-padded), or ``None`` when the
+            model does not augment queries.
+    """
+
+    def __init__(
+        self,
+        model_name: str = FASTEMBED_DEFAULT_MODEL,
+        *,
+        model_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Load the model.
+
+        Args:
+            model_name: fastembed's name for the model, e.g. ``"colbert-ir/colbertv2.0"`` or
+                ``"answerdotai/answerai-colbert-small-v1"``.
+            model_dir: A local folder holding the model's files as fastembed names them (see
+                :func:`load_fastembed_from_dir`); nothing is downloaded then.
+            cache_dir: fastembed's download cache (default: its own).
+            local_files_only: Use only what fastembed's cache already has; never download.
+            threads: onnxruntime threads; defaults to the number of usable cores.
+            **kwargs: Passed to fastembed's ``LateInteractionTextEmbedding`` (e.g.
+                ``providers``).
+
+        Raises:
+            InvalidInputError: fastembed does not know ``model_name``, ``model_dir`` lacks a
+                file, or the model could not be downloaded or found in the cache.
+            MissingDependencyError: fastembed is not installed.
+        """
+        fastembed = _import_optional("fastembed", "ingest")
+        threads = threads if threads is not None else _available_cores()
+        if model_dir is not None:
+            self.model = load_fastembed_from_dir(model_dir, model_name, threads=threads)
+            self.model_id = f"{model_name}@{Path(model_dir).expanduser().resolve().name}"
+        else:
+            _fastembed_model_file(fastembed, model_name)  # unknown names fail here, clearly
+            try:
+                self.model = fastembed.LateInteractionTextEmbedding(
+                    model_name=model_name,
+                    cache_dir=None if cache_dir is None else str(cache_dir),
+                    threads=threads,
+                    local_files_only=local_files_only,
+                    **kwargs,
+                )
+            except ValueError as exc:
+                where = "in fastembed's cache" if local_files_only else "by download"
+                raise InvalidInputError(
+                    f"fastembed could not get {model_name} {where} ({exc}). Without access to "
+                    "the model hub, copy the model's files into a folder and pass "
+                    "model_dir=<folder>"
+                ) from exc
+            self.model_id = model_name
+        self.model_name = model_name
+        inner = getattr(self.model, "model", None)
+        min_query = getattr(inner, "MIN_QUERY_LENGTH", None)
+        markers = int(getattr(inner, "RESERVED_MARKER_TOKENS", 0))
+        self.query_max_length: int | None = None if min_query is None else int(min_query) + markers
+        self.dim = int(next(iter(self.model.embed(["dim"]))).shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"FastembedTextEncoder({self.model_name!r}, model_id={self.model_id!r}, dim={self.dim})"
+        )
+
+    def embed(
+        self, documents: str | Iterable[str], batch_size: int = 32, **kwargs: Any
+    ) -> Iterator[NDArray[np.float32]]:
+        """Encode documents with fastembed's document path (``[D]`` marker, punctuation dropped).
+
+        Args:
+            documents: One text or an iterable of texts.
+            batch_size: Texts per model call.
+            **kwargs: Passed to fastembed (e.g. ``parallel``).
+
+        Yields:
+            One float32 ``(n_tokens, dim)`` matrix per document, in input order.
+        """
+        for matrix in self.model.embed(documents, batch_size=batch_size, **kwargs):
+            yield np.asarray(matrix, dtype=np.float32)
+
+    def query_embed(
+        self, query: str | Iterable[str], **kwargs: Any
+    ) -> Iterator[NDArray[np.float32]]:
+        """Encode queries with fastembed's query path (``[Q]`` marker, ``[MASK]`` padding).
+
+        Args:
+            query: One text or an iterable of texts.
+            **kwargs: Passed to fastembed.
+
+        Yields:
+            One float32 ``(n_tokens, dim)`` matrix per query; ColBERT queries have
+            ``query_max_length`` rows unless longer.
+        """
+        for matrix in self.model.query_embed(query, **kwargs):
+            yield np.asarray(matrix, dtype=np.float32)
+
+    def token_spans(self, text: str) -> list[tuple[int, int] | None]:
+        """Return the character span in ``text`` of each vector ``embed(text)`` yields.
+
+        fastembed's own tokenisation, marker insertion and post-processing are replayed on
+        an identity matrix instead of the model's output, so the rows it keeps (and the
+        punctuation and padding it drops) are exactly those of a real call, without one.
+
+        Args:
+            text: One document text.
+
+        Returns:
+            One ``(start, end)`` per document vector; ``None`` for special tokens and markers.
+
+        Raises:
+            InvalidInputError: ``text`` is not a string, or this fastembed model does not
+                expose the tokenizer hooks this relies on (tested with fastembed 0.9).
+        """
+        if not isinstance(text, str):
+            raise InvalidInputError(f"token_spans needs a string, got {type(text).__name__}")
+        inner = getattr(self.model, "model", None)
+        hooks = ("tokenize", "_preprocess_onnx_input", "_post_process_onnx_output")
+        if inner is None or not all(hasattr(inner, name) for name in hooks):
+            raise InvalidInputError(
+                f"token_spans is not available for {self.model_name} with this fastembed version"
+            )
+        if hasattr(inner, "_ensure_tokenizer"):
+            inner._ensure_tokenizer()
+        from fastembed.common.onnx_model import OnnxOutputContext
+
+        (encoding,) = inner.tokenize([text], is_doc=True)
+        ids = np.array([encoding.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.array([encoding.attention_mask])}
+        feed = inner._preprocess_onnx_input(feed, is_doc=True)
+        processed = [int(i) for i in feed["input_ids"][0]]
+        # Align the processed ids with the tokenizer's: inserted markers get no span.
+        aligned: list[tuple[int, int] | None] = []
+        source = 0
+        for token in processed:
+            if source < len(encoding.ids) and token == encoding.ids[source]:
+                start, end = encoding.offsets[source]
+                special = encoding.special_tokens_mask[source]
+                aligned.append(None if special or end <= start else (int(start), int(end)))
+                source += 1
+            else:
+                aligned.append(None)
+        width = len(processed)
+        probe = OnnxOutputContext(
+            model_output=np.eye(width, dtype=np.float32)[None].copy(),
+            attention_mask=np.asarray(feed["attention_mask"], dtype=np.int64).copy(),
+            input_ids=np.asarray(feed["input_ids"], dtype=np.int64),
+        )
+        (kept,) = list(inner._post_process_onnx_output(probe, is_doc=True))
+        return [aligned[int(np.argmax(row))] for row in np.asarray(kept)]
 
 
 def _fastembed_cache_has(model_name: str) -> bool:
