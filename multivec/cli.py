@@ -185,7 +185,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         query = next(iter(encoder.query_embed(text)))
         t_query = time.perf_counter() - t0
-        result = col.search(query, k=args.k, candidates=args.candidates, filter=filter_spec)
+        result = col.search(
+            query, k=args.k, candidates=args.candidates, filter=filter_spec, explain=args.explain
+        )
+        hits: list[dict[str, Any]] = [
+            {"id": h.id, "score": round(h.score, 4), "metadata": h.metadata, "text": h.text}
+            for h in result
+        ]
+        if args.explain:
+            for hit, found in zip(hits, result, strict=True):
+                hit["matches"] = _matches(found, encoder)
         results.append(
             {
                 "query": text,
@@ -194,14 +203,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     **{k: round(v, 2) for k, v in result.timings.as_ms().items()},
                 },
                 "candidates": result.candidates,
-                "hits": [
-                    {"id": h.id, "score": round(h.score, 4), "metadata": h.metadata, "text": h.text}
-                    for h in result
-                ],
+                "hits": hits,
             }
         )
     _emit(results, args.json, _render_search)
     return 0
+
+
+def _matches(hit: multivec.Hit, encoder: Any) -> list[dict[str, Any]] | str:
+    """Each query token's matched span of the hit's text, or why there are none."""
+    if hit.explanation is None or not hit.text or not hasattr(encoder, "token_spans"):
+        return "no text to point into (or the encoder gives no token spans)"
+    try:
+        found = multivec.explain_text(hit.explanation, hit.text, encoder)
+    except InvalidInputError as exc:
+        return str(exc)
+    return [
+        {"query_token": m.query_token, "contribution": round(m.contribution, 4), "text": m.text}
+        for m in found
+    ]
 
 
 def _render_search(results: list[dict[str, Any]]) -> str:
@@ -217,6 +237,17 @@ def _render_search(results: list[dict[str, Any]]) -> str:
         for rank, hit in enumerate(r["hits"], 1):
             title = hit["metadata"].get("title") or (hit["text"] or "")[:80]
             lines.append(f"  {rank:>2}. {hit['score']:8.3f}  {hit['id']}  {title[:90]}")
+            matches = hit.get("matches")
+            if isinstance(matches, str):
+                lines.append(f"      (not explained: {matches})")
+            elif matches:
+                # The spans that earned the most, each once.
+                best: dict[str, float] = {}
+                for m in matches:
+                    if m["text"].strip():
+                        best[m["text"]] = best.get(m["text"], 0.0) + m["contribution"]
+                top = sorted(best.items(), key=lambda item: -item[1])[:8]
+                lines.append("      matched: " + ", ".join(f"{t!r} {c:.2f}" for t, c in top))
     return "\n".join(lines)
 
 
@@ -483,6 +514,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="hits per query")
     p.add_argument("--candidates", type=int, default=200, help="first-stage candidates to rerank")
     p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
+    p.add_argument(
+        "--explain", action="store_true", help="show which words of each hit the query matched"
+    )
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(

@@ -398,3 +398,22 @@ def test_time_budget_runs_a_prefix_once_and_says_so():
     assert r["throughput"] is None
     assert any("ran only the first 1 of 4 queries" in note for note in results["notes"])
     assert "ran only the first 1 of 4" in render_markdown(results)
+
+
+def test_a_server_backend_reports_its_version_and_says_storage_was_not_measured(tmp_path):
+    """A server given by URI (Milvus Lite's gRPC server here) is placed and described as one."""
+    from multivec.testing.servers import MilvusLiteServer
+
+    config = BenchConfig(
+        k=5, candidates=(10,), fde=("muvera-1280:simhash",), warmup=1, repeats=1, concurrency=()
+    )
+    with MilvusLiteServer(str(tmp_path / "m.db")) as server:
+        results = run_benchmark(synthetic(30, 4), [server.uri], config)
+    (backend,) = results["backends"]
+    assert backend["error"] is None, backend["error"]
+    assert backend["placement"] == "server"
+    assert backend["server"]["version"].startswith("milvus_lite")
+    load = backend["collections"][0]["load"]
+    assert load["storage_bytes"] is None
+    assert "not measured" in load["storage_method"]
+    assert backend["server"]["version"] in render_markdown(results)

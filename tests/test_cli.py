@@ -135,3 +135,22 @@ def test_errors_are_reported_not_raised(indexed: str, capsys: pytest.CaptureFixt
         == 2
     )
     assert "unknown filter operator" in capsys.readouterr().err
+
+
+def test_search_explain_shows_the_matched_words(
+    indexed: str, corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = json.loads(corpus.read_text(encoding="utf-8").splitlines()[3])
+    args = ["search", first["title"], "--uri", indexed, "--collection", "sf", "-k", "2"]
+    args += ["--model", str(minilm_model_dir()), "--explain"]
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    top = result["hits"][0]
+    assert isinstance(top["matches"], list), top["matches"]
+    # The contributions are the terms of the exact MaxSim score, one per query token.
+    assert sum(m["contribution"] for m in top["matches"]) == pytest.approx(top["score"], abs=1e-2)
+    matched = " ".join(m["text"] for m in top["matches"]).lower()
+    assert first["title"].split()[0].lower()[:4] in matched
+    assert main(args) == 0
+    assert "matched: " in capsys.readouterr().out

@@ -161,6 +161,10 @@ class Backend(ABC):
         """
         return None
 
+    def server_version(self) -> str | None:
+        """The database server's version as it reports it; ``None`` for embedded engines."""
+        return None
+
     @classmethod
     def document_problem(cls, key: str, metadata: dict[str, Any], text: str | None) -> str | None:
         """Why this database cannot store a document exactly, or ``None`` when it can.

@@ -616,6 +616,11 @@ class MilvusBackend(Backend):
         self._load()
         self._call(self._client.flush, self.collection)
 
+    def server_version(self) -> str | None:  # noqa: D102
+        if self._lite:
+            return None
+        return str(self._call(self._client.get_server_version))
+
     def close(self) -> None:
         """Close a server connection; Milvus Lite clients stay cached for the process."""
         if self._owns_client:

@@ -442,6 +442,11 @@ class QdrantBackend(Backend):
                 self._shared = shared
         return self._shared.handle
 
+    def server_version(self) -> str | None:  # noqa: D102
+        if self._driver != "server":
+            return None
+        return str(self._call("version", self._api().info).version)
+
     def _api(self) -> Any:
         return self._client if self._driver == "server" else self._local()
 

@@ -720,6 +720,9 @@ class WeaviateBackend(Backend):
             return None
         return np.array([found[k] for k in keys], dtype=np.float32)
 
+    def server_version(self) -> str | None:  # noqa: D102
+        return str(_retry(self._client.get_meta, "version")["version"])
+
     def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
         # The cursor API walks objects in UUID order; keys are sorted here (see module doc).
         keys: list[str] = []

@@ -339,6 +339,7 @@ def _run_collection(
     say: Progress,
 ) -> dict[str, Any]:
     before = _bytes_before(uri)
+    container_before = _container_bytes(uri)
     collection = f"bench_{position}_{uuid.uuid4().hex[:8]}"
     connecting = time.perf_counter()
     col = multivec.connect(uri, collection, dim=dataset.dim, fde=fde.config, dtype=cfg.dtype)
@@ -348,6 +349,12 @@ def _run_collection(
         local = _local_root(uri)
         in_process = not backend.persistent or local is not None
         entry["placement"] = "in-process" if in_process else "server"
+        if not in_process and "version" not in (entry["server"] or {}):
+            entry["server"] = entry["server"] or {}
+            try:
+                entry["server"]["version"] = backend.server_version()
+            except Exception as exc:  # a version is worth a note, not the run
+                entry["server"]["version"] = f"unknown ({type(exc).__name__}: {exc})"
         entry["capabilities"] = {
             "supports_native_multivector": backend.supports_native_multivector,
             "supports_native_prefetch": backend.supports_native_prefetch,
@@ -360,7 +367,12 @@ def _run_collection(
         optimized = time.perf_counter()
         _wait_searchable(col, dataset, cfg)
         searchable = time.perf_counter()
-        stored = _tree_bytes(local) - before.get(local, 0) if local is not None else None
+        if local is not None:
+            stored: int | None = _tree_bytes(local) - before.get(local, 0)
+        elif container_before is not None:
+            stored = (_container_bytes(uri) or 0) - container_before
+        else:
+            stored = None
         load = {
             "documents": dataset.n_docs,
             "create_s": t0 - connecting,
@@ -370,7 +382,7 @@ def _run_collection(
             "searchable_s": searchable - t0,
             "storage_bytes": stored,
             "bytes_per_doc": None if stored is None else stored / dataset.n_docs,
-            "storage_method": _storage_method(local, in_process),
+            "storage_method": _storage_method(local, in_process, container_before is not None),
         }
         say(
             f"{entry['name']} [{fde.label}]: loaded {dataset.n_docs} documents in "
@@ -747,12 +759,23 @@ def _inequalities(results: dict[str, Any], cfg: BenchConfig) -> list[str]:
     return notes
 
 
-def _storage_method(local: Path | None, in_process: bool) -> str:
+def _storage_method(local: Path | None, in_process: bool, container: bool) -> str:
     if local is not None:
         return f"bytes on disk added under {local} by the load, after optimize()"
     if in_process:
         return "held in the benchmark's own memory"
-    return "a server: multivec's backend API has no storage query yet"
+    if container:
+        return "bytes added by the load to the server container's data directory (du -sk)"
+    return "not measured: a server this run did not start reports no per-collection size"
+
+
+def _container_bytes(uri: str) -> int | None:
+    """Bytes in the data directory of a server container this run started, else ``None``."""
+    try:
+        from multivec.testing.servers import container_data_bytes
+    except ImportError:  # the dev extra (pytest, testcontainers) is not installed
+        return None
+    return container_data_bytes(uri)
 
 
 def _local_root(uri: str) -> Path | None:

@@ -220,10 +220,11 @@ def _versions(results: Mapping[str, Any]) -> list[str]:
     lines += [f"| {name} | {version} |" for name, version in v["packages"].items() if version]
     servers = [b for b in results["backends"] if b["placement"] == "server"]
     if servers:
-        lines += ["", "| server | image |", "|---|---|"]
+        lines += ["", "| server | image | version reported |", "|---|---|---|"]
         lines += [
             f"| {b['name']} ({b['uri']}) | "
-            f"{(b['server'] or {}).get('image') or 'already running; version not reported'} |"
+            f"{(b['server'] or {}).get('image') or 'already running'} | "
+            f"{(b['server'] or {}).get('version') or '—'} |"
             for b in servers
         ]
     return lines

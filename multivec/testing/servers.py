@@ -27,9 +27,11 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 __all__ = [
+    "DATA_DIRS",
     "ENV_VARS",
     "IMAGES",
     "MilvusLiteServer",
+    "container_data_bytes",
     "docker_unavailable_reason",
     "free_port",
     "server_uri",
@@ -110,6 +112,15 @@ def server_uri(kind: str) -> Iterator[str]:
         yield uri
 
 
+# Where each pinned image keeps its data.
+DATA_DIRS = {
+    "qdrant": "/qdrant/storage",
+    "milvus": "/var/lib/milvus",
+    "weaviate": "/var/lib/weaviate",
+}
+_DATA_BYTES: dict[str, Callable[[], int]] = {}
+
+
 @contextmanager
 def start_container(kind: str) -> Iterator[str]:
     """Start the pinned ``kind`` image with testcontainers; yield its URI once it serves.
@@ -156,7 +167,29 @@ def start_container(kind: str) -> Iterator[str]:
         else:
             uri = f"milvus://{host}:{container.get_exposed_port(19530)}"
         _wait(lambda: _probe(uri), f"{kind} at {uri}")
-        yield uri
+
+        def measure() -> int:
+            # -k: busybox's du (Weaviate's Alpine image) has no byte-exact option.
+            result = container.exec(["du", "-sk", DATA_DIRS[kind]])
+            if result.exit_code != 0:
+                raise RuntimeError(f"du in the {kind} container failed: {result.output!r}")
+            return 1024 * int(result.output.split()[0])
+
+        _DATA_BYTES[uri] = measure
+        try:
+            yield uri
+        finally:
+            _DATA_BYTES.pop(uri, None)
+
+
+def container_data_bytes(uri: str) -> int | None:
+    """Bytes in the data directory of the container :func:`start_container` started for ``uri``.
+
+    ``None`` for any other URI (a server this process did not start). A server reports no
+    per-collection size through its API, so a benchmark measures the container's disk instead.
+    """
+    measure = _DATA_BYTES.get(uri)
+    return None if measure is None else measure()
 
 
 def _probe(uri: str) -> None:
