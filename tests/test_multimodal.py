@@ -22,7 +22,7 @@ import pytest
 import multivec
 from multivec._explain import explain_match, explanation_heatmap, patch_scores
 from multivec.errors import InvalidInputError
-from multivec.ingest import LateInteractionEncoder
+from multivec.ingest import LateInteractionEncoder, ingest
 from multivec.ingest._multimodal import COLPALI_LAYOUT, COLPALI_MODEL, FastembedMultimodalEncoder
 
 onnx = pytest.importorskip("onnx")
@@ -265,3 +265,34 @@ def test_explain_match_on_page_vectors_matches_brute_force(
     sims = query @ page.T
     assert explanation.doc_tokens == tuple(int(i) for i in sims.argmax(axis=1))
     assert explanation.score == pytest.approx(float(sims.max(axis=1).sum()), rel=1e-5)
+
+
+def test_pdf_and_png_through_the_ingest_pipeline_then_explained(
+    encoder: FastembedMultimodalEncoder, tmp_path: Path
+) -> None:
+    """Files on disk -> ingest() -> fastembed's ColPali code (tiny model) -> search -> heatmap."""
+    from tests.test_ingest_pipeline import write_pdf
+
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    _noisy_page().save(folder / "scan.png")
+    write_pdf(folder / "paper.pdf", ["Page one about vectors.", "Page two about indexes."])
+    col = multivec.connect("memory://", "ingested", dim=DIM, fde="muvera-1280")
+    summary = ingest([folder], col, encoder, progress=False)
+    assert summary.skipped == []
+    ids = {d.id for batch in col.iter_documents() for d in batch}
+    assert ids == {"scan.png#0", "paper.pdf#0", "paper.pdf#1"}
+    [page2] = col.get(["paper.pdf#1"])
+    assert page2.metadata["page"] == 2
+    assert "Page two about indexes." in (page2.text or "")
+    assert page2.vectors.shape == (GRID * GRID + 6, DIM)
+    # A query made of two of the scan's patches finds the scan, and the heatmap marks them.
+    [scan] = col.get(["scan.png#0"])
+    query = scan.vectors[[3 * GRID + 4, 20 * GRID + 9]].astype(np.float32)
+    hit = col.search(query, k=1, explain=True)[0]
+    assert hit.id == "scan.png#0"
+    assert hit.explanation is not None
+    assert hit.explanation.doc_tokens == (3 * GRID + 4, 20 * GRID + 9)
+    page = Image.open(folder / "scan.png")
+    heat = explanation_heatmap(hit.explanation, page, COLPALI_LAYOUT)
+    assert heat.size == page.size
