@@ -27,6 +27,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import multivec
@@ -46,6 +47,30 @@ def _encoder(model: str | None) -> Any:
     from multivec.ingest import default_encoder
 
     return default_encoder(model)
+
+
+def _ingest_encoder(model: str | None) -> Any:
+    """A page-image model when ``model`` names one, else the text encoder :func:`_encoder` picks.
+
+    A page-image model is a folder with an image preprocessor (``preprocessor_config.json``,
+    fastembed's ColPali layout) or the name of one of fastembed's multimodal models.
+    """
+    from multivec.ingest import FastembedMultimodalEncoder
+
+    if model is not None:
+        folder = Path(model)
+        if folder.is_dir() and (folder / "preprocessor_config.json").is_file():
+            return FastembedMultimodalEncoder(model_dir=folder)
+        if not folder.exists():
+            from fastembed import LateInteractionMultimodalEmbedding
+
+            names = {
+                m["model"].lower()
+                for m in LateInteractionMultimodalEmbedding.list_supported_models()
+            }
+            if model.lower() in names:
+                return FastembedMultimodalEncoder(model)
+    return _encoder(model)
 
 
 def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -258,7 +283,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     from multivec.ingest import encoder_id, ingest
 
-    encoder = _encoder(args.encoder)
+    encoder = _ingest_encoder(args.encoder)
     model = encoder_id(encoder)
     print(f"encoder: {model}", file=sys.stderr)
     pool = None

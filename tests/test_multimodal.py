@@ -296,3 +296,21 @@ def test_pdf_and_png_through_the_ingest_pipeline_then_explained(
     page = Image.open(folder / "scan.png")
     heat = explanation_heatmap(hit.explanation, page, COLPALI_LAYOUT)
     assert heat.size == page.size
+
+
+def test_cli_ingest_takes_a_page_image_model_folder(tiny_colpali_dir: Path, tmp_path: Path) -> None:
+    """`multivec ingest --encoder <ColPali folder>` picks the page-image encoder by itself."""
+    from multivec.cli import main
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    _noisy_page().save(folder / "a.png")
+    _page().save(folder / "b.jpg")
+    uri = f"lancedb://{tmp_path}/db"
+    args = ["ingest", str(folder), "--into", uri, "--collection", "scans"]
+    assert main([*args, "--encoder", str(tiny_colpali_dir), "--no-progress"]) == 0
+    with multivec.connect(uri, "scans") as col:
+        assert col.count() == 2
+        assert col.info.dim == DIM
+        [doc] = col.get(["a.png#0"])
+        assert doc.vectors.shape == (GRID * GRID + 6, DIM)
