@@ -14,7 +14,7 @@ memory, so the migration's own memory is the difference. Compare: qdrant/migrati
 about 880 points/s for a sequential Qdrant-to-Qdrant run (single-vector points, far smaller).
 
 Run: ``python benchmarks/bench_migrate.py [--docs N] [--source lancedb] [--target qdrant-edge]
-[--batch-mb 32] [--workers 1] [--verify] [--json PATH]`` (set ``OPENBLAS_THREAD_TIMEOUT=1`` on a
+[--batch-mb 32] [--workers 2] [--verify] [--json PATH]`` (set ``OPENBLAS_THREAD_TIMEOUT=1`` on a
 shared machine; ``--docs 2000`` is a smoke test).
 """
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--source", choices=sorted(ENGINES), default="lancedb")
     parser.add_argument("--target", choices=sorted(ENGINES), default="qdrant-edge")
     parser.add_argument("--batch-mb", type=float, default=32.0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="writer threads (the default)")
     parser.add_argument("--verify", action="store_true", help="also time the verification")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()

@@ -251,6 +251,22 @@ class Collection:
                 :class:`~multivec.errors.BackendUnavailableError` after retries); only the
                 first request can have landed. Retrying the call is safe.
         """
+        self._write(ids, vectors, metadata, texts, fdes, new=False)
+
+    def _write(
+        self,
+        ids: Sequence[DocId],
+        vectors: Sequence[npt.ArrayLike] | npt.NDArray[Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+        texts: Sequence[str | None] | None,
+        fdes: npt.ArrayLike | None,
+        *,
+        new: bool,
+    ) -> None:
+        """:meth:`upsert`; with ``new`` the caller knows no id is stored (``Backend.insert``).
+
+        Only the migration passes ``new``, for batches its ledger proves were never written.
+        """
         keys = check_ids(ids)
         if len(vectors) != len(keys):
             raise InvalidInputError(f"got {len(keys)} ids but {len(vectors)} token matrices")
@@ -283,7 +299,10 @@ class Collection:
                 docs_texts[start:stop],
             )
             try:
-                self._backend.upsert(batch)
+                if new:
+                    self._backend.insert(batch)
+                else:
+                    self._backend.upsert(batch)
             except PartialWriteError as exc:
                 # The backend knows which of its batch landed (Weaviate reports per object).
                 raise PartialWriteError(

@@ -597,7 +597,7 @@ def _add_move_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     writes.add_argument(
         "--batch-mb", type=_mib, default=32 * 2**20, help="MiB per read/write batch (default 32)"
     )
-    writes.add_argument("--workers", type=int, default=1, help="concurrent writer threads")
+    writes.add_argument("--workers", type=int, default=2, help="concurrent writer threads")
     writes.add_argument(
         "--ledger",
         default=None,

@@ -233,7 +233,8 @@ def test_sigkill_at_random_points_then_resume(
         while proc.poll() is None and _ledger_documents(ledger) <= before:
             assert time.monotonic() < deadline, "the migration made no progress"
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
+        # Short: the copy itself takes well under a second once started.
+        time.sleep(rng.uniform(0.0, 0.08))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -283,7 +284,7 @@ def test_resume_after_a_crash_with_other_batch_size_and_workers(
     assert report.verification.ok
     # A finished migration writes nothing when run again.
     writes: list[int] = []
-    monkeypatch.setattr(Collection, "upsert", lambda self, ids, *a, **k: writes.append(len(ids)))
+    monkeypatch.setattr(Collection, "_write", lambda self, ids, *a, **k: writes.append(len(ids)))
     again = multivec.migrate(src, tgt, workers=2, **args)
     assert again.already_complete
     assert again.documents == 0
@@ -297,6 +298,68 @@ def test_resume_after_a_crash_with_other_batch_size_and_workers(
     assert fresh.documents == N_DOCS
     assert fresh.resumed_after is None
     assert any("started again" in note for note in fresh.notes)
+
+
+def test_writes_that_landed_after_the_last_ledger_entry_are_upserted_not_appended(
+    source: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run dies after its writes landed but before the ledger counted them; resume exactly.
+
+    Into a new LanceDB target batches are appended, and an append of a document that is
+    already there would duplicate it. The ledger is rolled back by hand to what a crash right
+    after the writes would leave; the resumed run must upsert those batches.
+    """
+    tgt, name = f"lancedb://{tmp_path}/t", "docs"
+    src = source("lancedb")
+    args: dict[str, Any] = {"collection": "src", "target_collection": name, "ledger_dir": tmp_path}
+    kinds: list[str] = []
+    original = Collection._write
+
+    def spy(self: Collection, *a: Any, new: bool, **k: Any) -> None:
+        kinds.append("append" if new else "upsert")
+        original(self, *a, new=new, **k)
+
+    monkeypatch.setattr(Collection, "_write", spy)
+    multivec.migrate(src, tgt, batch_bytes=200_000, verify=False, optimize=False, **args)
+    assert set(kinds) == {"append"}
+    ledger = next(tmp_path.glob("*.json"))
+    record = json.loads(ledger.read_text())
+    assert record["append"] is True
+    assert record["dispatched"] == record["cursor"]
+    record.update(cursor=None, documents=0, vectors=0, bytes=0, complete=False)
+    ledger.write_text(json.dumps(record))
+    kinds.clear()
+    report = multivec.migrate(src, tgt, batch_bytes=500_000, **args)
+    # Every batch reaches up to the last id handed to a writer: all are upserted again.
+    assert set(kinds) == {"upsert"}
+    assert report.verification is not None
+    assert report.verification.duplicates == 0
+    assert report.verification.ok
+    with multivec.connect(tgt, name) as col:
+        assert col.count() == N_DOCS
+
+
+def test_a_target_that_held_documents_is_never_appended_to(
+    source: Callable[[str], str], corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tgt, name = f"lancedb://{tmp_path}/t", "docs"
+    corpus.load(tgt, name).delete(corpus.ids[1:])  # one source document is there already
+    kinds: list[bool] = []
+    original = Collection._write
+
+    def spy(self: Collection, *a: Any, new: bool, **k: Any) -> None:
+        kinds.append(new)
+        original(self, *a, new=new, **k)
+
+    monkeypatch.setattr(Collection, "_write", spy)
+    src = source("lancedb")
+    report = multivec.migrate(
+        src, tgt, collection="src", target_collection=name, ledger_dir=tmp_path
+    )
+    assert kinds
+    assert not any(kinds)
+    assert report.verification is not None
+    assert report.verification.ok
 
 
 def test_a_finished_migration_picks_up_documents_added_after_its_cursor(

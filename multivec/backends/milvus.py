@@ -70,6 +70,7 @@ above. Search is always the FDE ANN stage plus exact MaxSim in multivec.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -131,6 +132,9 @@ _DEFAULT_TIMEOUT_S = 60.0
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 _LITE_CLIENTS: dict[str, Any] = {}
+# Milvus Lite's write-ahead log is not safe for concurrent writes (two inserts at once leave a
+# log file unclosed), so writes to one Lite file are serialised; servers take them concurrently.
+_LITE_WRITES: dict[str, threading.Lock] = {}
 _LITE_LOCK = threading.Lock()
 
 
@@ -295,6 +299,7 @@ class MilvusBackend(Backend):
         # HNSW on both: Milvus Lite builds it with faiss-cpu, one of its own dependencies.
         self._index = (index or "HNSW").upper()
         self._timeout = _seconds(uri.option("timeout"), _DEFAULT_TIMEOUT_S)
+        self._writes: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._client: Any = self._connect(uri)
 
     def _connect(self, uri: URI) -> Any:
@@ -310,6 +315,8 @@ class MilvusBackend(Backend):
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     client = self._call(MilvusClient, path)
                     _LITE_CLIENTS[path] = client
+                    _LITE_WRITES[path] = threading.Lock()
+                self._writes = _LITE_WRITES[path]
                 return client
         if uri.driver is not None:
             raise ConfigurationError(
@@ -480,13 +487,15 @@ class MilvusBackend(Backend):
                 }
             )
         self._load()
-        self._call(self._client.upsert, self.collection, rows)
+        with self._writes:
+            self._call(self._client.upsert, self.collection, rows)
 
     def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
         self._load()
         for start in range(0, len(keys), _IN_CHUNK):
             chunk = keys[start : start + _IN_CHUNK]
-            self._call(self._client.delete, self.collection, filter=f"key in {_in_list(chunk)}")
+            with self._writes:
+                self._call(self._client.delete, self.collection, filter=f"key in {_in_list(chunk)}")
 
     # --- reads -------------------------------------------------------------------------------
 

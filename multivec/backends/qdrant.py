@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -318,6 +319,9 @@ class _Shared:
     handle: Any
     refs: int = 0
     open: bool = True
+    # qdrant-client's local mode is not thread-safe (its SQLite persistence fails on concurrent
+    # commits), so its calls are serialised; Edge and servers take concurrent calls.
+    calls: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 _SHARED: dict[str, _Shared] = {}
@@ -478,6 +482,9 @@ class QdrantBackend(Backend):
         attempts = _RETRIES if self._driver == "server" else 1
         for attempt in range(attempts):
             try:
+                if self._driver == "local" and self._shared is not None:
+                    with self._shared.calls:
+                        return fn(*args, **kwargs)
                 return fn(*args, **kwargs)
             except Exception as exc:
                 if self._driver == "server" and _transient(exc):

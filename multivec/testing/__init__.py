@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -190,6 +191,23 @@ class BackendConformance:
         for doc, vec in zip(collection.get(ids[:5]), vectors[5:], strict=True):
             assert doc.metadata == {"v": 2}
             np.testing.assert_array_equal(doc.vectors, vec.astype(np.float16))
+
+    def test_concurrent_upserts_all_land(self, collection: Collection) -> None:
+        """Upserts from several threads at once (a migration's writers) must all be stored."""
+        ids, vectors, metadata = make_corpus(40)
+        with ThreadPoolExecutor(4) as pool:
+            done = [
+                pool.submit(collection.upsert, ids[i::4], vectors[i::4], metadata[i::4])
+                for i in range(4)
+            ]
+            for future in done:
+                future.result()
+        assert collection.count() == 40
+        stored = {id_to_key(d.id): d for batch in collection.iter_documents(16) for d in batch}
+        assert stored.keys() == {id_to_key(i) for i in ids}
+        for doc_id, vec, meta in zip(ids, vectors, metadata, strict=True):
+            np.testing.assert_array_equal(stored[id_to_key(doc_id)].vectors, vec.astype(np.float16))
+            assert stored[id_to_key(doc_id)].metadata == meta
 
     def test_delete_and_count(self, collection: Collection) -> None:
         """Deleted documents disappear from count, get, iteration and search.
