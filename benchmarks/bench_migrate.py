@@ -6,16 +6,23 @@ tokens x 384 dims of float16 per passage, 136 KB), with small metadata and a sho
 They are loaded into the source engine first (not timed) and the source is optimized. The FDE
 is the default ``muvera-10240`` preset (40 KB per document), copied to the target unchanged.
 
-Then ``multivec migrate SOURCE TARGET --json`` runs in a child process, as a user would run
-it, so its peak resident memory (``ru_maxrss``) can be read. The copy rate is the report's own
-(copy phase only: read, FDE encoding, write, ledger); optimize and verification are timed
-separately. A second child that only imports multivec and the engines' SDKs gives the baseline
-memory, so the migration's own memory is the difference. Compare: qdrant/migration publishes
-about 880 points/s for a sequential Qdrant-to-Qdrant run (single-vector points, far smaller).
+Then, ``--repeats`` times (default 3), into a fresh target each time:
 
-Run: ``python benchmarks/bench_migrate.py [--docs N] [--source lancedb] [--target qdrant-edge]
-[--batch-mb 32] [--workers 2] [--verify] [--json PATH]`` (set ``OPENBLAS_THREAD_TIMEOUT=1`` on a
-shared machine; ``--docs 2000`` is a smoke test).
+* ``multivec migrate SOURCE TARGET --json --no-optimize --no-verify`` runs in a child process,
+  as a user would run it, so its peak resident memory (VmHWM) can be read. The copy rate is
+  the report's own (copy phase only: read, FDE check, write, ledger).
+* For LanceDB to LanceDB, the baseline runs beside it: LanceDB's own streamed table copy
+  (``create_table(data=<the source's record batches>)``) in a child process, with no ordering,
+  no checks and no ledger; the engine's plain copy speed on the same data.
+
+Medians are reported, with each run. The last target is then optimized (timed) and, with
+``--verify``, verified (timed). A child that only imports multivec and the engines' SDKs
+gives the baseline memory. Compare: qdrant/migration publishes about 880 points/s for a
+sequential Qdrant-to-Qdrant run (single-vector points, far smaller than these documents).
+
+Run: ``python benchmarks/bench_migrate.py [--docs N] [--source lancedb] [--target lancedb]
+[--batch-mb 32] [--workers 2] [--repeats 3] [--verify] [--json PATH]`` (set
+``OPENBLAS_THREAD_TIMEOUT=1`` on a shared machine; ``--docs 2000`` is a smoke test).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,59 +100,105 @@ def run_measured(call: str, args: list[str]) -> tuple[str, float]:
     return done.stdout, kib / 1024
 
 
+def lance_copy(source_dir: str, target_dir: str) -> float:
+    """LanceDB's own streamed copy of table ``bench`` in a child; the seconds it took."""
+    code = (
+        "import sys, time, lancedb; t = time.perf_counter(); "
+        "src = lancedb.connect(sys.argv[1]).open_table('bench'); "
+        "lancedb.connect(sys.argv[2]).create_table('bench', "
+        "data=src.search().limit(None).to_batches(256), schema=src.schema); "
+        "print(time.perf_counter() - t)"
+    )
+    cmd = [sys.executable, "-c", code, source_dir, target_dir]
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=GROWN, help=f"documents (<= {GROWN})")
     parser.add_argument("--source", choices=sorted(ENGINES), default="lancedb")
-    parser.add_argument("--target", choices=sorted(ENGINES), default="qdrant-edge")
+    parser.add_argument("--target", choices=sorted(ENGINES), default="lancedb")
     parser.add_argument("--batch-mb", type=float, default=32.0)
     parser.add_argument("--workers", type=int, default=2, help="writer threads (the default)")
+    parser.add_argument("--repeats", type=int, default=3, help="copies, each into a new target")
     parser.add_argument("--verify", action="store_true", help="also time the verification")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if not 0 < args.docs <= GROWN:
         parser.error(f"--docs must be between 1 and {GROWN}")
+    baseline = args.source == args.target == "lancedb"
 
     with tempfile.TemporaryDirectory(prefix="bench-migrate-") as tmp:
         src = ENGINES[args.source].format(dir=f"{tmp}/source")
-        tgt = ENGINES[args.target].format(dir=f"{tmp}/target")
         print(f"loading {args.docs} documents into {args.source} (not timed) ...", flush=True)
         load_seconds = load_source(src, args.docs)
-        schemes = sorted({src.split("+")[0].split(":")[0], tgt.split("+")[0].split(":")[0]})
-        _, baseline_mb = run_measured(IMPORTS, schemes)
-        cmd = ["migrate", src, tgt, "--collection", "bench", "--ledger", f"{tmp}/ledger"]
-        cmd += ["--batch-mb", str(args.batch_mb), "--workers", str(args.workers), "--json"]
-        if not args.verify:
-            cmd.append("--no-verify")
-        print(f"migrating {args.source} -> {args.target} in a child process ...", flush=True)
-        t0 = time.perf_counter()
-        stdout, peak_mb = run_measured("main(sys.argv[1:])", cmd)
-        wall = time.perf_counter() - t0
-        report = json.loads(stdout)
-        verification: Any = report["verification"]
-        results = {
+        schemes = sorted({src.split("+")[0].split(":")[0], args.target.split("-")[0]})
+        _, import_mb = run_measured(IMPORTS, schemes)
+        runs: list[dict[str, Any]] = []
+        for repeat in range(args.repeats):
+            target_dir = Path(tmp) / "target"
+            tgt = ENGINES[args.target].format(dir=target_dir)
+            cmd = ["migrate", src, tgt, "--collection", "bench", "--ledger", f"{tmp}/ledger"]
+            cmd += ["--batch-mb", str(args.batch_mb), "--workers", str(args.workers)]
+            cmd += ["--json", "--no-optimize", "--no-verify"]
+            print(f"run {repeat + 1}: migrating {args.source} -> {args.target} ...", flush=True)
+            t0 = time.perf_counter()
+            stdout, peak_mb = run_measured("main(sys.argv[1:])", cmd)
+            wall = time.perf_counter() - t0
+            report = json.loads(stdout)
+            run = {
+                "copy_seconds": round(report["seconds"], 2),
+                "documents_per_second": round(report["documents_per_second"], 1),
+                "mib_per_second": round(report["bytes_per_second"] / 2**20, 1),
+                "child_wall_seconds": round(wall, 1),
+                "peak_rss_mb": round(peak_mb, 1),
+            }
+            if baseline:
+                shutil.rmtree(f"{tmp}/raw", ignore_errors=True)
+                raw = lance_copy(f"{tmp}/source", f"{tmp}/raw")
+                run["lancedb_copy_seconds"] = round(raw, 2)
+                run["lancedb_copy_documents_per_second"] = round(args.docs / raw, 1)
+                run["ratio_vs_lancedb_copy"] = round(raw / report["seconds"], 2)
+                shutil.rmtree(f"{tmp}/raw")
+            print(json.dumps(run), flush=True)
+            runs.append(run)
+            if repeat + 1 < args.repeats:
+                shutil.rmtree(target_dir)
+                shutil.rmtree(f"{tmp}/ledger")
+        with multivec.connect(tgt, "bench") as target:
+            t0 = time.perf_counter()
+            target.optimize()
+            optimize_seconds = time.perf_counter() - t0
+        verify_seconds = verified_ok = None
+        if args.verify:
+            report_v = multivec.verify(src, tgt, collection="bench")
+            verify_seconds, verified_ok = round(report_v.seconds, 1), report_v.ok
+
+        def median(key: str) -> float:
+            return round(float(statistics.median(r[key] for r in runs)), 2)
+
+        results: dict[str, Any] = {
             "benchmark": "migrate",
             "documents": args.docs,
             "source": args.source,
             "target": args.target,
             "batch_mb": args.batch_mb,
             "workers": args.workers,
+            "repeats": args.repeats,
             "load_source_seconds": round(load_seconds, 1),
-            "copy_seconds": round(report["seconds"], 2),
-            "documents_per_second": round(report["documents_per_second"], 1),
-            "mib_per_second": round(report["bytes_per_second"] / 2**20, 1),
+            "median": {key: median(key) for key in runs[0] if key not in ("child_wall_seconds",)},
+            "runs": runs,
             "vectors": report["vectors"],
             "bytes": report["bytes"],
             "fde": report["fde"],
-            "optimize_seconds": round(report["optimize_seconds"], 1),
-            "verify_seconds": None if verification is None else round(verification["seconds"], 1),
-            "verified_ok": None if verification is None else verification["ok"],
-            "child_wall_seconds": round(wall, 1),
-            "peak_rss_mb": round(peak_mb, 1),
-            "import_baseline_rss_mb": round(baseline_mb, 1),
-            "target_bytes_on_disk": dir_bytes(Path(tmp) / "target"),
+            "optimize_seconds": round(optimize_seconds, 1),
+            "verify_seconds": verify_seconds,
+            "verified_ok": verified_ok,
+            "import_baseline_rss_mb": round(import_mb, 1),
+            "target_bytes_on_disk": dir_bytes(target_dir),
             "speedup_vs_qdrant_migration_880": round(
-                report["documents_per_second"] / QDRANT_MIGRATION_POINTS_PER_S, 2
+                median("documents_per_second") / QDRANT_MIGRATION_POINTS_PER_S, 2
             ),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "versions": versions(),

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -57,6 +58,10 @@ from multivec.errors import (
     MissingDependencyError,
 )
 
+# Lance's IVF training logs a warning line per internal queue overflow: thousands of
+# "visited_generator_queue is full" on a 50k-row index build, which would bury a command's own
+# output. Only errors are shown unless the user chose a level.
+os.environ.setdefault("LANCEDB_LOG", "error")
 try:
     import lancedb
     import pyarrow as pa
