@@ -438,7 +438,9 @@ class Collection:
                 gives higher recall at higher latency (200 is a good start).
             filter: A :class:`~multivec.Filter` or dict filter on metadata, applied in the
                 index search.
-            mode: ``"multivec"`` (FDE first stage, exact MaxSim here); ``"native"``: the
+            mode: ``"multivec"`` (FDE first stage, then exact MaxSim: here, or inside the
+                database where its backend's ``engine_rerank`` is set, as on Qdrant, in
+                which case the ``ann`` timing holds both and ``rerank`` is 0); ``"native"``: the
                 database's own exhaustive multi-vector search; ``"native-prefetch"``: the
                 database's own two-stage path (ANN on the FDE for ``candidates``, then its
                 MaxSim). The native modes exist to compare with, and report the database's
@@ -459,11 +461,12 @@ class Collection:
         query = check_query(query_vectors, self.info.dim)
         if mode == "native":
             return self._native(query, k, flt, None, t0, explain)
-        fde_query = self._query_fde.encode_queries([query])[0]
-        if mode == "native-prefetch":
-            return self._native(query, k, flt, (fde_query, candidates), t0, explain)
-        if mode != "multivec":
+        if mode not in SEARCH_MODES:
             raise InvalidInputError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
+        fde_query = self._query_fde.encode_queries([query])[0]
+        if mode == "native-prefetch" or self._backend.engine_rerank:
+            # The database's MaxSim over the FDE candidates, in one request (see engine_rerank).
+            return self._native(query, k, flt, (fde_query, candidates), t0, explain)
         t1 = time.perf_counter()
         keys, _ = self._backend.ann(fde_query, candidates, flt)
         t2 = time.perf_counter()

@@ -93,8 +93,10 @@ LEDGER_VERSION = 1
 _PROBE_DOCS = 8
 _MAX_BATCH_DOCS = 50_000
 _LISTED = 100
-# Scores of the same stored values agree to float32 rounding; kernels differ in summation order.
-_SCORE_RTOL = 1e-4
+# Scores of the same stored values agree to float32 rounding (kernels differ in summation
+# order), except that Qdrant's own MaxSim (its default rerank) rounds the query to float16
+# first: up to about 1e-4 relative. A real difference in the data shows in the checksums.
+_SCORE_RTOL = 1e-3
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` with documents done so far and the total expected."""

@@ -7,7 +7,7 @@ import pytest
 
 import multivec
 from multivec.errors import BackendError, ConfigurationError
-from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
+from multivec.testing import DIM, SMALL_FDE, BackendConformance, assert_same_topk, make_corpus
 from multivec.testing.servers import server_uri
 
 pytest.importorskip("qdrant_client", reason="the qdrant extra is not installed")
@@ -20,6 +20,15 @@ class TestQdrantEdge(BackendConformance):
     def uri(self, tmp_path: Path) -> str:
         pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
         return f"qdrant+edge://{tmp_path}"
+
+
+class TestQdrantEdgeClientRerank(BackendConformance):
+    """The same suite with the candidates fetched and scored here instead of inside Qdrant."""
+
+    @pytest.fixture
+    def uri(self, tmp_path: Path) -> str:
+        pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+        return f"qdrant+edge://{tmp_path}?rerank=client"
 
 
 class TestQdrantLocalMemory(BackendConformance):
@@ -209,3 +218,39 @@ def test_int8_fde_search_keeps_the_results(tmp_path: Path) -> None:
 def test_unknown_quantization_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="quantization must be"):
         multivec.connect(f"qdrant+edge://{tmp_path}?quantization=pq", "q", dim=DIM)
+
+
+def test_unknown_rerank_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="rerank must be"):
+        multivec.connect(f"qdrant+edge://{tmp_path}?rerank=gpu", "q", dim=DIM)
+
+
+def test_engine_and_client_rerank_return_the_same_hits_and_scores(tmp_path: Path) -> None:
+    """Qdrant's MaxSim over its candidates equals multivec's over the fetched tokens.
+
+    Up to rounding: Qdrant rounds the query to the float16 of the stored tokens (scores
+    differed by up to 7e-5 relative here), so near-ties may swap.
+    """
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed")
+    ids, vectors, metadata = make_corpus(300, seed=7)
+    col = multivec.connect(f"qdrant+edge://{tmp_path}", "r", dim=DIM, fde=SMALL_FDE)
+    col.upsert(ids, vectors, metadata)
+    col.optimize()
+    client = multivec.connect(f"qdrant+edge://{tmp_path}?rerank=client", "r")
+    assert col.backend.engine_rerank
+    assert not client.backend.engine_rerank
+    for query in vectors[:15]:
+        engine = col.search(query, k=5, candidates=60, filter={"draft": False})
+        here = client.search(query, k=5, candidates=60, filter={"draft": False})
+        assert engine.timings.rerank == 0.0
+        assert not engine.candidate_ids
+        assert len(here.candidate_ids) == 60
+        assert_same_topk(
+            list(zip(engine.ids, engine.scores, strict=True)),
+            list(zip(here.ids, here.scores, strict=True)),
+        )
+        np.testing.assert_allclose(engine.scores, here.scores, rtol=2e-4)
+        by_id = {h.id: h.metadata for h in here}
+        assert all(h.metadata == by_id[h.id] for h in engine if h.id in by_id)
+    client.close()
+    col.close()

@@ -89,6 +89,11 @@ class Backend(ABC):
             FDE column, then its own MaxSim over those candidates (``mode="native-prefetch"``).
         max_vector_dim: The largest vector the database accepts, or ``None`` for no limit.
         max_request_bytes: The largest write request the database accepts, or ``None``.
+        engine_rerank: multivec's exact rerank runs inside the database: its MaxSim over the
+            FDE candidates, in the same request as the first stage (``native_search`` with
+            ``prefetch``), instead of fetching the candidates' tokens. The scores are the same
+            exact MaxSim of the stored tokens; the candidates' ids are not reported. Backends
+            that can do it may set it per connection (a URI option).
     """
 
     scheme: ClassVar[str]
@@ -98,6 +103,7 @@ class Backend(ABC):
     supports_native_prefetch: ClassVar[bool] = False
     max_vector_dim: ClassVar[int | None] = None
     max_request_bytes: ClassVar[int | None] = None
+    engine_rerank: bool = False
 
     def __init__(self, uri: URI, collection: str) -> None:
         self.uri = uri

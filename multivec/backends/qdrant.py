@@ -20,6 +20,17 @@ Flavours (the driver after ``+`` picks one):
   or timeout is tried 3 times in all, with 0.5 s and 1 s pauses, before
   :class:`~multivec.errors.BackendUnavailableError`.
 
+Search: by default multivec's exact rerank runs inside Qdrant (``engine_rerank``): one Query
+API request prefetches the candidates by the FDE and scores them with Qdrant's MaxSim over
+``mv``, which holds the same values as ``_v``. The scores are exact MaxSim up to rounding:
+Qdrant rounds the query to the stored float16 first, which moved scores by up to 1e-4
+(relative) in the tests, so near-ties may swap places. No token vectors leave the database.
+On SciFact with Qdrant Edge (5,183 documents, 200 candidates) that took 29.8 ms where
+fetching the candidates and scoring them here took 40.7 ms, and at 50,000 documents 31 ms
+where the client-side path took 256 ms (its fetch outgrows the page cache); against a server
+it also saves moving about 27 MB of tokens per query. ``rerank=client`` fetches the
+candidates and scores them here, as on other backends (needed to report the candidates' ids).
+
 Options for every flavour: ``hnsw_ef`` (default 256, raised to the candidate count when that is
 larger) sets the HNSW beam width of the FDE search; ``exact=true`` makes it a full scan of the
 float32 FDEs. Collections below Qdrant's ``full_scan_threshold`` are scanned exactly whatever
@@ -377,6 +388,10 @@ class QdrantBackend(Backend):
             raise ConfigurationError(f"hnsw_ef must be a positive integer, got {ef!r}")
         self._hnsw_ef = int(ef)
         self._exact = (uri.option("exact") or "false").lower() in ("1", "true", "yes")
+        rerank = (uri.option("rerank") or "engine").lower()
+        if rerank not in ("engine", "client"):
+            raise ConfigurationError(f"rerank must be 'engine' or 'client', got {rerank!r}")
+        self.engine_rerank = rerank == "engine"
         quantization = (uri.option("quantization") or "int8").lower()
         if quantization not in ("int8", "none"):
             raise ConfigurationError(

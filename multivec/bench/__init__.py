@@ -28,8 +28,8 @@ The results document (``schema: "multivec-bench/1"``), in brief::
                    collections: [{fde, load {documents, create_s, upsert_s, docs_per_s,
                                              optimize_s, searchable_s, storage_bytes,
                                              bytes_per_doc, storage_method},
-                                  runs: [{mode, candidates, queries, truncated_by_budget,
-                                          repeats, error,
+                                  runs: [{mode, candidates, rerank ("engine" | "client" |
+                                          null), queries, truncated_by_budget, repeats, error,
                                           quality {recall, first_stage_recall, ndcg,
                                                    judged_recall},
                                           latency_ms {total|encode|ann|fetch|rerank:
@@ -41,7 +41,8 @@ The results document (``schema: "multivec-bench/1"``), in brief::
     notes        what was not equal between backends, stated from the measurements
 
 ``recall`` is recall@k against exact MaxSim (ties tolerated), ``first_stage_recall`` the same
-for the candidates reaching the rerank (multivec mode only), ``ndcg`` nDCG@``ndcg_cutoff`` and
+for the candidates reaching the rerank (multivec mode with a client-side rerank only: a rerank
+inside the database, as on Qdrant, does not name its candidates), ``ndcg`` nDCG@``ndcg_cutoff`` and
 ``judged_recall`` recall@``recall_depth`` against the judgements (``null`` without them).
 """
 

@@ -485,6 +485,13 @@ def _measure(
     run: dict[str, Any] = {
         "mode": search.mode,
         "candidates": search.candidates,
+        # Where multivec's exact rerank ran: "engine" (inside the database, which does not
+        # report its candidates, so first_stage_recall is None) or "client".
+        "rerank": (
+            ("engine" if search.col.backend.engine_rerank else "client")
+            if search.mode == "multivec"
+            else None
+        ),
         "queries": used,
         "truncated_by_budget": truncated,
         "repeats": len(passes),
