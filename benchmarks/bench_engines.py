@@ -8,7 +8,9 @@ once. For each engine we record the load time (upserts in batches of 500, then `
 and the bytes on disk per document after ``optimize()``. Then every search mode the engine
 supports runs over the queries, after 5 warm-up queries:
 
-* ``multivec`` at 100 and 200 candidates: FDE ANN in the engine, exact MaxSim here;
+* ``multivec`` at 100, 200 and 400 candidates: FDE ANN in the engine, then exact MaxSim: here, or
+  inside the engine where the backend does that by default (Qdrant: ``engine_rerank``); there
+  ``multivec+client-rerank`` at 200 also runs the client-side rerank (``?rerank=client``);
 * ``native``: the engine's own exhaustive MaxSim (slow, so only the first ``--native-queries``
   queries; the output says how many);
 * ``native-prefetch`` at 200 candidates: the engine's own FDE-then-MaxSim query, on multivec's
@@ -56,7 +58,7 @@ K = 10
 BATCH = 500
 WARMUP = 5
 FIT_SAMPLE = 2000
-MULTIVEC_CANDIDATES = (100, 200)
+MULTIVEC_CANDIDATES = (100, 200, 400)
 PREFETCH_CANDIDATES = 200
 ENGINES = {
     "lancedb": "lancedb://{tmp}",
@@ -79,11 +81,14 @@ class Mode:
     mode: SearchMode
     candidates: int
     n_queries: int
+    # URI options of a second connection to the same collection ("" for the first).
+    options: str = ""
 
     @property
     def label(self) -> str:
         """How the tables name the mode."""
-        return self.mode if self.mode == "native" else f"{self.mode}@{self.candidates}"
+        name = self.mode + ("+client-rerank" if "rerank=client" in self.options else "")
+        return name if self.mode == "native" else f"{name}@{self.candidates}"
 
 
 def subset(data: ScifactVectors, n_docs: int, n_queries: int) -> ScifactVectors:
@@ -102,6 +107,8 @@ def modes_for(backend: Any, n_queries: int, native_queries: int, engine: str) ->
     if engine in REFERENCE_FDE_ENGINES:
         return [Mode("native-prefetch", c, n_queries) for c in REFERENCE_PREFETCH]
     modes = [Mode("multivec", c, n_queries) for c in MULTIVEC_CANDIDATES]
+    if backend.engine_rerank:
+        modes.append(Mode("multivec", PREFETCH_CANDIDATES, n_queries, "?rerank=client"))
     if backend.supports_native_multivector:
         modes.append(Mode("native", 0, min(native_queries, n_queries)))
     if backend.supports_native_prefetch:
@@ -157,6 +164,10 @@ def run_mode(
         ndcgs.append(ndcg_at_10(ranked, data.qrels.get(data.query_ids[qi], {})))
     out: dict[str, Any] = {
         "mode": mode.mode,
+        "label": mode.label,
+        "rerank": ("engine" if col.backend.engine_rerank else "client")
+        if mode.mode == "multivec"
+        else None,
         "candidates": mode.candidates or None,
         "queries": len(totals),
         "recall@10": float(np.mean(recalls)),
@@ -201,7 +212,8 @@ def run_engine(
         }
         print(f"{name}: loaded {len(data.docs)} docs in {load_s:.1f} s", flush=True)
         for mode in modes_for(col.backend, len(data.queries), native_queries, name):
-            res = run_mode(col, data, truth, mode, budget_s)
+            view = multivec.connect(uri + mode.options, "scifact") if mode.options else col
+            res = run_mode(view, data, truth, mode, budget_s)
             print(f"  {mode.label}: {json.dumps(res)}", flush=True)
             entry["modes"].append(res)
         col.drop()
@@ -245,9 +257,8 @@ def print_table(report: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name, eng in report["engines"].items():
         for m in eng["modes"]:
-            label = m["mode"] + (f"@{m['candidates']}" if m["candidates"] else "")
             print(
-                f"| {name} | {label} | {m['queries']} | {m['recall@10']:.3f} | "
+                f"| {name} | {m['label']} | {m['queries']} | {m['recall@10']:.3f} | "
                 f"{m['ndcg@10']:.3f} | "
                 f"{m['median_ms']:.1f} | {m['p95_ms']:.1f} | {eng['load_s']:.1f} | "
                 f"{eng['bytes_per_doc']:,.0f} |"
@@ -258,7 +269,7 @@ def print_table(report: dict[str, Any]) -> None:
             if "stage_median_ms" in m:
                 s = m["stage_median_ms"]
                 print(
-                    f"- {name} @{m['candidates']}: {s['encode']:.1f} / {s['ann']:.1f} / "
+                    f"- {name} {m['label']}: {s['encode']:.1f} / {s['ann']:.1f} / "
                     f"{s['fetch']:.1f} / {s['rerank']:.1f}"
                 )
 
