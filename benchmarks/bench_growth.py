@@ -74,9 +74,8 @@ ENGINES: dict[str, tuple[str, list[Variant]]] = {
     "qdrant-edge": (
         "qdrant+edge://{tmp}",
         [
-            # multivec's default on Qdrant reranks inside the engine: the same request as
-            # native-prefetch on multivec's FDE (the committed 5k/20k/50k run predates that
-            # default and labels it native-prefetch@200).
+            # multivec's default on Qdrant reranks inside the engine (one prefetch-then-MaxSim
+            # request); the client-side rerank is the comparison.
             Variant("multivec@200 (engine rerank)", "", "multivec"),
             Variant("multivec@200 (client rerank)", "?rerank=client", "multivec"),
         ],
