@@ -26,10 +26,11 @@ API request prefetches the candidates by the FDE and scores them with Qdrant's M
 Qdrant rounds the query to the stored float16 first, which moved scores by up to 1e-4
 (relative) in the tests, so near-ties may swap places. No token vectors leave the database.
 On SciFact with Qdrant Edge (5,183 documents, 200 candidates) that took 29.8 ms where
-fetching the candidates and scoring them here took 40.7 ms, and at 50,000 documents 31 ms
-where the client-side path took 256 ms (its fetch outgrows the page cache); against a server
-it also saves moving about 27 MB of tokens per query. ``rerank=client`` fetches the
-candidates and scores them here, as on other backends (needed to report the candidates' ids).
+fetching the candidates and scoring them here took 40.7 ms, and at 50,000 documents 31-53 ms
+(two runs) where the client-side path took 242-256 ms (its fetch outgrows the page cache).
+Against a server it also saves moving about 27 MB of tokens per query. ``rerank=client``
+fetches the candidates and scores them here, as on other backends (needed to report the
+candidates' ids).
 
 Options for every flavour: ``hnsw_ef`` (default 256, raised to the candidate count when that is
 larger) sets the HNSW beam width of the FDE search; ``exact=true`` makes it a full scan of the
