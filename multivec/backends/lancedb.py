@@ -24,12 +24,11 @@ The FDE column gets an IVF_FLAT index (inner product) when :meth:`LanceDBBackend
 on at least ``_MIN_INDEX_ROWS`` documents; rows written after that are searched by a flat scan
 until the next ``optimize``, so results are always complete. Measured here, Lance's unindexed
 scan is an order of magnitude slower than the same search through an IVF_FLAT index probing every
-partition (exact), so the index pays off even for exact search. ``?nprobes=N`` in the URI probes
-fewer partitions for speed at some recall; the default probes all of them (exact). Measured
-later: trained with the ``dot`` distance, the index puts every FDE in one partition (Lance's
-``analyze_plan`` shows one partition searched and one comparison per row), so ``nprobes``
-changes nothing and the search is an exact, linear scan through the index; see the README's
-growth results.
+partition (exact), so the index pays off even for exact search. ``?nprobes=N`` in the URI is
+meant to probe fewer partitions, but measured on FDEs it changes nothing: trained with the
+``dot`` distance, the index puts every FDE in one partition (Lance's ``analyze_plan`` shows one
+partition searched and one comparison per row), so the search is an exact, linear scan through
+the index; see the README's growth results.
 Candidates are fetched by the row ids the ANN query returned (one ``take``, not a key lookup).
 
 Lance has no ORDER BY, so :meth:`LanceDBBackend.scan` keeps the sorted keys and their row ids
@@ -235,9 +234,8 @@ class LanceDBBackend(Backend):
         self._table = None
 
     def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
-        self._open().merge_insert(
-            "key"
-        ).when_matched_update_all().when_not_matched_insert_all().execute(self._arrow(batch))
+        merge = self._open().merge_insert("key")
+        merge.when_matched_update_all().when_not_matched_insert_all().execute(self._arrow(batch))
 
     def _arrow(self, batch: WriteBatch) -> Any:
         lengths = np.array([v.shape[0] for v in batch.vectors], dtype=np.int32)
