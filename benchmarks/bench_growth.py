@@ -67,8 +67,9 @@ ENGINES: dict[str, tuple[str, list[Variant]]] = {
     "lancedb": (
         "lancedb://{tmp}",
         [
-            Variant("multivec@200 (nprobes all: exact IVF)", "?nprobes=1000000", "multivec"),
-            Variant("multivec@200 (nprobes 20)", "?nprobes=20", "multivec"),
+            # The HNSW search breadth defaults to the number of candidates.
+            Variant("multivec@200 (HNSW ef 200)", "", "multivec"),
+            Variant("multivec@200 (HNSW ef 400)", "?ef=400", "multivec"),
         ],
     ),
     "qdrant-edge": (

@@ -117,10 +117,25 @@ def connect(
     """
     parsed = URI.parse(uri)
     backend = get_backend(parsed.scheme)(parsed, collection)
+    try:
+        return Collection(backend, _open_or_create(backend, dim, fde, dtype, encoder))
+    except BaseException:
+        # Nothing else holds the backend: release its connection or file lock.
+        backend.close()
+        raise
+
+
+def _open_or_create(
+    backend: Backend,
+    dim: int | None,
+    fde: FDEConfig | str | None,
+    dtype: StorageDtype | None,
+    encoder: str | None,
+) -> CollectionInfo:
+    parsed, collection = backend.uri, backend.collection
     stored = backend.load_info()
     if stored is None:
         if dim is None:
-            backend.close()
             raise CollectionNotFoundError(
                 f"collection {collection!r} does not exist at {parsed}; pass dim= to create it"
             )
@@ -137,9 +152,9 @@ def connect(
                 f"{backend.max_vector_dim}; use an FDE with final_dim <= {backend.max_vector_dim}"
             )
         backend.create(info)
-        return Collection(backend, info)
+        return info
     _check_stored(stored, dim=dim, fde=fde, dtype=dtype, where=f"{parsed}/{collection}")
-    return Collection(backend, stored)
+    return stored
 
 
 def _check_stored(
@@ -283,6 +298,14 @@ class Collection:
             problem = self._backend.document_problem(key, meta, text)
             if problem is not None:
                 raise InvalidInputError(problem + "; nothing was written")
+        limit = self._backend.max_tokens
+        for key, matrix in zip(keys, matrices, strict=True):
+            if limit is not None and matrix.shape[0] > limit:
+                raise InvalidInputError(
+                    f"document {key_to_id(key)!r} has {matrix.shape[0]} tokens, over the {limit} "
+                    f"per document that {self._backend!r} holds (see its documentation); "
+                    "split it into passages; nothing was written"
+                )
         written: list[str] = []
         for start, stop in self._byte_batches(keys, matrices, meta_bytes, docs_texts):
             batch_vectors = matrices[start:stop]

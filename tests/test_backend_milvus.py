@@ -12,18 +12,25 @@ import pytest
 
 pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
 
+from pymilvus import DataType
+
 import multivec
 from multivec import Field
+from multivec._models import CollectionInfo
+from multivec._uri import URI
 from multivec.backends import milvus as milvus_module
+from multivec.backends._base import WriteBatch
 from multivec.backends._codec import CHUNK_CHARS
 from multivec.errors import (
     BackendError,
+    CollectionNotFoundError,
+    ConfigMismatchError,
     ConfigurationError,
     InvalidFilterError,
     InvalidInputError,
 )
 from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
-from multivec.testing.servers import server_uri
+from multivec.testing.servers import MilvusLiteServer, server_uri
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +60,19 @@ class TestMilvusServer(BackendConformance):
         return milvus_server
 
 
+def _with_option(uri: str, option: str) -> str:
+    return f"{uri}{'&' if '?' in uri else '?'}{option}"
+
+
+@pytest.mark.server
+class TestMilvusServerNative(BackendConformance):
+    """The suite on native=maxsim collections; test_native_modes checks Milvus's own MaxSim."""
+
+    @pytest.fixture
+    def uri(self, milvus_server: str) -> str:
+        return _with_option(milvus_server, "native=maxsim")
+
+
 @pytest.fixture
 def name() -> str:
     return f"m_{uuid.uuid4().hex[:12]}"
@@ -69,9 +89,6 @@ def test_dimension_limit_is_enforced_even_on_lite(lite_uri: str, name: str) -> N
 
 def test_backend_create_refuses_large_dims_directly(lite_uri: str, name: str) -> None:
     """The backend itself refuses an over-limit FDE, not only the façade."""
-    from multivec._models import CollectionInfo
-    from multivec._uri import URI
-
     backend = milvus_module.MilvusBackend(URI.parse(lite_uri), name)
     info = CollectionInfo(dim=40_000, dtype="float16", fde=SMALL_FDE)
     with pytest.raises(ConfigurationError, match="Milvus's limit"):
@@ -257,3 +274,249 @@ def test_a_document_milvus_refuses_stops_the_whole_upsert(
         assert col.count() == 0
     finally:
         col.drop()
+
+
+# --- Milvus's own MaxSim (native=maxsim) --------------------------------------------------------
+
+SERVER_VERSIONS = ["v2.6.22", "v3.0.0"]
+
+
+def _info() -> CollectionInfo:
+    return CollectionInfo(dim=DIM, dtype="float16", fde=SMALL_FDE)
+
+
+def test_native_option_parsing() -> None:
+    """native=maxsim asks for the field, native=none refuses it, no option takes what is stored."""
+    option = milvus_module._native_option
+    assert option(URI.parse("milvus://db:19530")) is None
+    assert option(URI.parse("milvus://db:19530?native=maxsim")) is True
+    assert option(URI.parse("milvus://db:19530?native=MaxSim")) is True
+    assert option(URI.parse("milvus://db:19530?native=none")) is False
+    with pytest.raises(ConfigurationError, match="'maxsim' or 'none'"):
+        option(URI.parse("milvus://db:19530?native=yes"))
+    # Refused before any connection is attempted (nothing listens on port 1).
+    with pytest.raises(ConfigurationError, match="'maxsim' or 'none'"):
+        multivec.connect("milvus://127.0.0.1:1?native=colbert", "c", dim=DIM)
+
+
+def test_native_maxsim_is_refused_on_lite(lite_uri: str, name: str) -> None:
+    """Milvus Lite has no StructArray or MAX_SIM: the option fails clearly, the flags stay false."""
+    col = multivec.connect(lite_uri, name, dim=DIM, fde=SMALL_FDE)
+    try:
+        ids, vectors, _ = make_corpus(5)
+        col.upsert(ids, vectors)
+        for uri, dim in ((lite_uri, None), (lite_uri, DIM)):
+            with pytest.raises(ConfigurationError, match="Milvus Lite has no StructArray"):
+                multivec.connect(_with_option(uri, "native=maxsim"), name, dim=dim)
+        with pytest.raises(ConfigurationError, match="Milvus Lite has no StructArray"):
+            multivec.connect(_with_option(lite_uri, "native=maxsim"), f"{name}_new", dim=DIM)
+        reopened = multivec.connect(_with_option(lite_uri, "native=none"), name)
+        assert reopened.count() == 5
+        assert reopened.backend.supports_native_multivector is False
+        assert milvus_module.MilvusBackend.supports_native_multivector is False
+        for mode in ("native", "native-prefetch"):
+            with pytest.raises(ConfigurationError, match="native"):
+                reopened.search(vectors[0], k=3, mode=mode)
+    finally:
+        col.drop()
+
+
+def test_native_layout_follows_the_server_version() -> None:
+    """FLOAT16 subfields only where Milvus takes them (3.0+); 2.6 structs hold FLOAT_VECTOR."""
+    layout = milvus_module._native_layout
+    f16, f32 = DataType.FLOAT16_VECTOR, DataType.FLOAT_VECTOR
+    assert layout("float16", "v3.0.0").vector_type == f16
+    assert layout("float16", "v3.0.0").dtype == "float16"
+    assert layout("float16", "v2.6.22").vector_type == f32
+    assert layout("float16", "v2.6.22").dtype == "float32"
+    assert layout("float32", "3.0.1").vector_type == f32
+    assert layout("float16", "not a version").vector_type == f32
+    assert layout("float16", None).capacity == 4096
+    with pytest.raises(ConfigurationError, match=r"2\.6\.4"):
+        layout("float16", "v2.6.3")
+
+
+@pytest.mark.parametrize("version", SERVER_VERSIONS)
+def test_creation_schema_has_the_struct_field_and_maxsim_index(version: str) -> None:
+    """create() builds its schema with _schema: the StructArray and its MAX_SIM_IP index."""
+    native = milvus_module._native_layout("float16", version)
+    schema, index = milvus_module._schema(_info(), "HNSW", native)
+    (struct,) = schema.to_dict()["struct_fields"]
+    assert struct["name"] == "tokens_mv"
+    assert struct["max_capacity"] == 4096
+    (sub,) = struct["fields"]
+    assert (sub["name"], sub["type"], sub["params"]) == ("emb", native.vector_type, {"dim": DIM})
+    by_field = {i.field_name: i for i in index}
+    assert set(by_field) == {"fde", "tokens_mv[emb]"}
+    maxsim = by_field["tokens_mv[emb]"]
+    assert maxsim.index_type == "HNSW"
+    assert maxsim.get_index_configs()["metric_type"] == "MAX_SIM_IP"
+    assert by_field["fde"].get_index_configs()["metric_type"] == "IP"
+    # Without the option the layout is unchanged: no struct field, one index.
+    plain, plain_index = milvus_module._schema(_info(), "HNSW", None)
+    assert "struct_fields" not in plain.to_dict()
+    assert [i.field_name for i in plain_index] == ["fde"]
+
+
+def _server_schema(schema: Any) -> dict[str, Any]:
+    """``schema`` as pymilvus holds a collection's schema once the server describes it."""
+    from pymilvus.client.abstract import CollectionSchema
+    from pymilvus.client.prepare import Prepare
+    from pymilvus.grpc_gen import milvus_pb2
+
+    proto = Prepare.get_schema_from_collection_schema("c", schema)
+    described: dict[str, Any] = CollectionSchema(
+        milvus_pb2.DescribeCollectionResponse(schema=proto)
+    ).dict()
+    return described
+
+
+def _described(schema: Any) -> dict[str, Any]:
+    """What describe_collection returns for ``schema``, through pymilvus's own conversions."""
+    from pymilvus.client.utils import convert_struct_fields_to_user_format
+
+    described = _server_schema(schema)
+    structs = convert_struct_fields_to_user_format(described.pop("struct_array_fields"))
+    described["fields"].extend(structs)
+    return described
+
+
+@pytest.mark.parametrize("version", SERVER_VERSIONS)
+def test_stored_layout_is_read_from_the_schema(version: str) -> None:
+    """Opening reads tokens_mv's type and capacity from the described schema, not the URI."""
+    native = milvus_module._native_layout("float16", version)
+    schema, _ = milvus_module._schema(_info(), "HNSW", native)
+    assert milvus_module._stored_native(_described(schema)) == native
+    plain, _ = milvus_module._schema(_info(), "HNSW", None)
+    assert milvus_module._stored_native(_described(plain)) is None
+
+
+@pytest.mark.parametrize("version", SERVER_VERSIONS)
+def test_rows_carry_the_struct_copy_pymilvus_accepts(version: str) -> None:
+    """Rows hold each token at the subfield's type; pymilvus serialises them for the schema."""
+    from pymilvus.client.prepare import Prepare
+
+    native = milvus_module._native_layout("float16", version)
+    _, vectors, metadata = make_corpus(3)
+    stored = [v.astype(np.float16) for v in vectors]
+    fde_dim = _info().fde_dim
+    batch = WriteBatch(
+        ["s:a", "s:b", "i:3"],
+        np.zeros((3, fde_dim), dtype=np.float32),
+        stored,
+        metadata,
+        [None, "t", None],
+    )
+    rows = milvus_module._rows(batch, native)
+    for row, matrix in zip(rows, stored, strict=True):
+        got = np.array([element["emb"] for element in row["tokens_mv"]])
+        assert got.dtype == np.dtype(native.dtype)
+        np.testing.assert_array_equal(got, matrix.astype(np.float32))
+    assert all("tokens_mv" not in row for row in milvus_module._rows(batch, None))
+    schema, _ = milvus_module._schema(_info(), "HNSW", native)
+    # The arguments pymilvus's upsert passes it, from the schema the server describes.
+    server = _server_schema(schema)
+    request = Prepare.row_upsert_param(
+        "c", rows, "", server["fields"], server["struct_array_fields"]
+    )
+    (field,) = [f for f in request.fields_data if f.field_name == "tokens_mv"]
+    sent = field.struct_arrays.fields[0].vectors.vector_array
+    assert len(sent.data) == 3
+    width = 2 if native.dtype == "float16" else 4
+    sizes = [len(v.float16_vector) or 4 * len(v.float_vector.data) for v in sent.data]
+    assert sizes == [m.shape[0] * DIM * width for m in stored]
+
+
+@pytest.mark.server
+class TestMilvusServerNativeLayout:
+    """Milvus-specific checks of native=maxsim collections (need a server 2.6.4+)."""
+
+    def test_flag_and_layout_follow_the_opened_collection(self, milvus_server: str) -> None:
+        """The schema decides; a URI option that contradicts it is refused."""
+        plain_name, native_name = (f"m_{uuid.uuid4().hex[:12]}" for _ in range(2))
+        native_uri = _with_option(milvus_server, "native=maxsim")
+        plain = multivec.connect(milvus_server, plain_name, dim=DIM, fde=SMALL_FDE)
+        native = multivec.connect(native_uri, native_name, dim=DIM, fde=SMALL_FDE)
+        try:
+            assert plain.backend.supports_native_multivector is False
+            assert native.backend.supports_native_multivector is True
+            assert milvus_module.MilvusBackend.supports_native_multivector is False
+            reopened = multivec.connect(milvus_server, native_name)
+            assert reopened.backend.supports_native_multivector is True
+            reopened.close()
+            with pytest.raises(ConfigMismatchError, match="created with the native MaxSim"):
+                multivec.connect(_with_option(milvus_server, "native=none"), native_name)
+            with pytest.raises(ConfigMismatchError, match="created without the native MaxSim"):
+                multivec.connect(native_uri, plain_name)
+        finally:
+            for col in (plain, native):
+                col.drop()
+                col.close()
+
+    def test_native_scores_are_exact_maxsim_and_filtered(self, milvus_server: str) -> None:
+        """Milvus's MAX_SIM_IP scores equal MaxSim over the stored tokens; filters apply."""
+        uri = _with_option(milvus_server, "native=maxsim")
+        col = multivec.connect(uri, f"m_{uuid.uuid4().hex[:12]}", dim=DIM, fde=SMALL_FDE)
+        try:
+            ids, vectors, metadata = make_corpus(40)
+            col.upsert(ids, vectors, metadata)
+            query = np.random.default_rng(3).normal(size=(3, DIM)).astype(np.float32)
+            got = col.search(query, k=5, mode="native")
+            for hit in got:
+                stored = col.get([hit.id])[0].vectors.astype(np.float32)
+                want = float((query @ stored.T).max(axis=1).sum())
+                np.testing.assert_allclose(hit.score, want, rtol=2e-3, atol=1e-4)
+            english = col.search(query, k=40, mode="native", filter=Field("lang") == "en")
+            assert english.ids
+            assert all(m["lang"] == "en" for m in (h.metadata for h in english))
+        finally:
+            col.drop()
+            col.close()
+
+    def test_too_many_tokens_write_nothing(self, milvus_server: str) -> None:
+        """A document over the StructArray capacity (4,096 tokens) is refused before writing."""
+        uri = _with_option(milvus_server, "native=maxsim")
+        col = multivec.connect(uri, f"m_{uuid.uuid4().hex[:12]}", dim=DIM, fde=SMALL_FDE)
+        try:
+            with pytest.raises(InvalidInputError, match="4097 tokens, over the 4096"):
+                col.upsert(["short", "long"], [np.ones((2, DIM)), np.ones((4097, DIM))])
+            assert col.count() == 0
+        finally:
+            col.drop()
+            col.close()
+
+
+@pytest.fixture(scope="module")
+def lite_grpc_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``milvus://`` to Milvus Lite's own gRPC server: the server code path, without Docker."""
+    with MilvusLiteServer(str(tmp_path_factory.mktemp("milvus-grpc") / "data")) as server:
+        yield server.uri
+
+
+def test_native_maxsim_is_refused_by_a_lite_grpc_server(lite_grpc_uri: str, name: str) -> None:
+    """A milvus:// URI served by Milvus Lite is recognised by its version and refused."""
+    with pytest.raises(ConfigurationError, match="Milvus Lite has no StructArray"):
+        multivec.connect(_with_option(lite_grpc_uri, "native=maxsim"), name, dim=DIM)
+    col = multivec.connect(lite_grpc_uri, name, dim=DIM, fde=SMALL_FDE)
+    try:
+        assert col.count() == 0
+        assert col.backend.supports_native_multivector is False
+    finally:
+        col.drop()
+        col.close()
+
+
+def test_a_server_that_drops_the_struct_field_is_detected(
+    lite_grpc_uri: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Create checks the schema Milvus kept; a collection without tokens_mv is not left behind.
+
+    Milvus Lite's gRPC server creates the collection without the StructArray and fails only on
+    its index; with the version check bypassed, it stands in for any server that does so.
+    """
+    layout = milvus_module._NativeLayout(DataType.FLOAT_VECTOR, 4096)
+    monkeypatch.setattr(milvus_module, "_native_layout", lambda dtype, version: layout)
+    with pytest.raises(ConfigurationError, match="created no 'tokens_mv' StructArray"):
+        multivec.connect(_with_option(lite_grpc_uri, "native=maxsim"), name, dim=DIM)
+    with pytest.raises(CollectionNotFoundError):
+        multivec.connect(lite_grpc_uri, name)

@@ -84,11 +84,14 @@ class Backend(ABC):
         extra: The ``multivec[...]`` extra that installs its SDK, or ``None``.
         persistent: Data survives the process (False for ``memory://``).
         supports_native_multivector: The database can score MaxSim itself over all documents
-            (``search(mode="native")``).
+            (``search(mode="native")``). Backends whose collections differ may set it per
+            connection, from the opened collection's layout (Milvus).
         supports_native_prefetch: The database can run its own two-stage search: ANN on the
             FDE column, then its own MaxSim over those candidates (``mode="native-prefetch"``).
         max_vector_dim: The largest vector the database accepts, or ``None`` for no limit.
         max_request_bytes: The largest write request the database accepts, or ``None``.
+        max_tokens: The most tokens one document may have in the opened collection, or
+            ``None``; the collection refuses a longer one before anything is written.
         engine_rerank: multivec's exact rerank runs inside the database: its MaxSim over the
             FDE candidates, in the same request as the first stage (``native_search`` with
             ``prefetch``), instead of fetching the candidates' tokens. The scores are the same
@@ -99,11 +102,12 @@ class Backend(ABC):
     scheme: ClassVar[str]
     extra: ClassVar[str | None] = None
     persistent: ClassVar[bool] = True
-    supports_native_multivector: ClassVar[bool] = False
+    supports_native_multivector: bool = False
     supports_native_prefetch: ClassVar[bool] = False
     max_vector_dim: ClassVar[int | None] = None
     max_request_bytes: ClassVar[int | None] = None
     engine_rerank: bool = False
+    max_tokens: int | None = None
 
     def __init__(self, uri: URI, collection: str) -> None:
         self.uri = uri

@@ -6,29 +6,49 @@ Layout: one Lance table per collection, one row per document:
 column     Arrow type                                   why
 =========  ===========================================  ==========================================
 key        string                                       the typed document id; ``merge_insert`` key
-fde        fixed_size_list<float32>[fde_dim]            the ANN column, searched with ``dot``
+fde        fixed_size_list<float32>[fde_dim + 1]        the ANN column: the FDE and one coordinate
+                                                        that puts every row at norm M (below)
+fde_norm2  float64                                      the FDE's squared norm, to recompute that
+                                                        coordinate if M grows
 tokens     list<fixed_size_list<float16|float32>[dim]>  the token matrix (Lance's multivector type)
 metadata   lance.json (JSONB)                           filterable with Lance's JSON functions
 text       string, nullable                             the source text, if given
 =========  ===========================================  ==========================================
 
+``?ef=N`` in the URI sets the HNSW search breadth (default: the number of candidates).
+
 The collection's :class:`~multivec.CollectionInfo` is kept in the table's schema metadata under
-``multivec``. Storage per document is about ``8·fde_dim + 2·n_tokens·dim`` bytes (float16) plus
-metadata and text once the index exists (IVF_FLAT keeps its own copy of the FDEs).
+``multivec``. Storage per document is about ``5·fde_dim + 2·n_tokens·dim`` bytes (float16
+tokens) plus metadata and text once the index exists: the FDE as float32, and the index's own
+8-bit copy of it with the graph's links (about 10.4 KB per document for a 10240-d FDE).
+
+The FDE index is HNSW over 8-bit scalar-quantised vectors (Lance's ``HnswSq``, one partition),
+built anew by every :meth:`LanceDBBackend.optimize` once the FDEs take ``_MIN_INDEX_BYTES``
+(64 MiB: about 1,600 documents at 10240-d); smaller tables are scanned exactly. Rows written
+after that are searched by a flat scan beside the index until the next
+``optimize``, so results are always complete. Filters are translated to Lance SQL over the JSON
+column and applied as a *pre*-filter of the vector search, so ``candidates`` results come back
+even under a selective filter. Measured on the growth benchmark (the README): the ANN stage took
+9.0 ms at 5,000 documents and 11.9 ms at 50,000 (an exact scan: 23 and 133 ms), with the true
+top 10 among the 200 candidates as often as an exact scan finds them, to within 0.01; building
+the index took 11 s and 285 s. IVF partitions were tried first and lost recall fast on FDEs
+(0.66 recall@10 probing 20 of 112 partitions at 50,000 documents).
+
+Why the extra coordinate (the MIPS-to-nearest-neighbour reduction): the ANN stage ranks by inner
+product. Each FDE ``x`` is stored as ``(x, sqrt(M² - |x|²))`` and the query as ``(s·q, 0)`` with
+``|s·q| = M``: every stored row has norm M, ``|(s·q, 0) - (x, e)|² = 2M² - 2s<q, x>``, and the
+L2 order is exactly the inner-product order, so the index is built and searched with ``l2``.
+Measured at 5,000 documents, the same HNSW index searched in 9.0 ms this way and 27 ms over the
+bare FDEs with Lance's ``dot`` distance, at the same recall. M is twice the largest FDE norm of
+the first write, kept in the ``fde`` field's metadata. A later document with a larger FDE
+raises M to twice its norm, and one Lance ``update`` recomputes the extra coordinate of every
+row from ``fde_norm2`` (a full rewrite of the table, once per raise; the FDE norms of one
+encoder vary far less than 2x, so it is rare). A writer that read the old M checks it again
+after writing and brings its rows up to date. Tables created before this layout (no
+``multivec_layout`` schema key) keep the bare FDE and are searched with ``dot``; migrate them to
+a new table for the faster index.
 
 Upserts use ``merge_insert("key")`` because a plain ``add`` would duplicate existing ids.
-Filters are translated to Lance SQL over the JSON column and applied as a *pre*-filter of the
-vector search, so ``candidates`` results come back even under a selective filter.
-
-The FDE column gets an IVF_FLAT index (inner product) when :meth:`LanceDBBackend.optimize` runs
-on at least ``_MIN_INDEX_ROWS`` documents; rows written after that are searched by a flat scan
-until the next ``optimize``, so results are always complete. Measured here, Lance's unindexed
-scan is an order of magnitude slower than the same search through an IVF_FLAT index probing every
-partition (exact), so the index pays off even for exact search. ``?nprobes=N`` in the URI is
-meant to probe fewer partitions, but measured on FDEs it changes nothing: trained with the
-``dot`` distance, the index puts every FDE in one partition (Lance's ``analyze_plan`` shows one
-partition searched and one comparison per row), so the search is an exact, linear scan through
-the index; see the README's growth results.
 Candidates are fetched by the row ids the ANN query returned (one ``take``, not a key lookup).
 
 Lance has no ORDER BY, so :meth:`LanceDBBackend.scan` keeps the sorted keys and their row ids
@@ -43,8 +63,9 @@ import bisect
 import json
 import os
 import re
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -61,7 +82,7 @@ from multivec.errors import (
     MissingDependencyError,
 )
 
-# Lance's IVF training logs a warning line per internal queue overflow: thousands of
+# Lance's index builds log a warning line per internal queue overflow: thousands of
 # "visited_generator_queue is full" on a 50k-row index build, which would bury a command's own
 # output. Only errors are shown unless the user chose a level.
 os.environ.setdefault("LANCEDB_LOG", "error")
@@ -75,13 +96,27 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["LanceDBBackend", "to_lance_sql"]
 
 _INFO_KEY = b"multivec"
+# Tables created before the MIPS-to-L2 layout (see the module docstring) lack this key: their
+# ``fde`` column holds the bare FDE and is searched with ``dot``. They stay readable and
+# writable in that layout; migrate them to a new table to get the faster index.
+_LAYOUT_KEY = b"multivec_layout"
+_MIPS_L2 = b"mips-l2"
+# The norm bound M of the ``fde`` column, in that field's metadata (it can change, the
+# table's schema metadata cannot).
+_BOUND_KEY = "multivec:norm_bound"
+# M starts at this multiple of the largest FDE norm of the first write, so a rewrite (a larger
+# norm arriving later) stays rare; FDE norms of one encoder vary by far less than 2x.
+_HEADROOM = 2.0
+# Serialises raising M in this process; other processes are reconciled by the check every
+# write makes afterwards.
+_BOUND_LOCK = threading.Lock()
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # A key IN (...) list this long keeps a single SQL statement small enough to plan quickly.
 _IN_CHUNK = 1000
-# IVF training needs a few hundred vectors; below this a flat scan is fast anyway.
-# The FDE index's name records its partition count, to know when to train it again.
-_INDEX_NAME = re.compile(r"fde_ivf_(\d+)")
-_MIN_INDEX_ROWS = 256
+# Below this many bytes of FDEs no index is built: measured here, Lance scans FDEs at about
+# 9 GB/s, so a flat scan of 64 MiB (1,600 FDEs of 10240-d) takes about as long as the HNSW
+# search, and it is exact.
+_MIN_INDEX_BYTES = 64 << 20
 
 
 def _sql_str(value: str) -> str:
@@ -165,7 +200,7 @@ class LanceDBBackend(Backend):
     scheme: ClassVar[str] = "lancedb"
     extra: ClassVar[str | None] = "lancedb"
     # Exhaustive cosine MaxSim over the token column; Lance has no prefetch-then-rerank query.
-    supports_native_multivector: ClassVar[bool] = True
+    supports_native_multivector = True
 
     def __init__(self, uri: Any, collection: str) -> None:
         super().__init__(uri, collection)
@@ -182,8 +217,14 @@ class LanceDBBackend(Backend):
         self._table: Any = None
         self._dim = 0
         self._dtype = "float16"
-        nprobes = uri.option("nprobes")
-        self._nprobes = int(nprobes) if nprobes else None
+        self._fde_dim = 0
+        # True for tables in the MIPS-to-L2 layout (every table multivec creates now).
+        self._mips_l2 = True
+        ef = uri.option("ef")
+        if ef is not None and not (ef.isascii() and ef.isdigit() and int(ef) > 0):
+            raise ConfigurationError(f"ef must be a whole number >= 1, got {ef!r}")
+        # The HNSW search breadth; never below the number of candidates asked for.
+        self._ef = int(ef) if ef else 0
         # Row ids of the last ANN result or scan page, so reading those rows is a direct take.
         self._last_rows: dict[str, int] = {}
         # (table version, sorted keys, their row ids) for scan; see the module docstring.
@@ -199,15 +240,17 @@ class LanceDBBackend(Backend):
 
     def _schema_for(self, fde_dim: int) -> Any:
         token_type = pa.float16() if self._dtype == "float16" else pa.float32()
-        return pa.schema(
-            [
-                pa.field("key", pa.string(), nullable=False),
-                pa.field("fde", pa.list_(pa.float32(), fde_dim), nullable=False),
-                pa.field("tokens", pa.list_(pa.list_(token_type, self._dim)), nullable=False),
-                pa.field("metadata", pa.json_(pa.utf8())),
-                pa.field("text", pa.string()),
-            ]
-        )
+        width = fde_dim + 1 if self._mips_l2 else fde_dim
+        fields = [
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("fde", pa.list_(pa.float32(), width), nullable=False),
+            pa.field("tokens", pa.list_(pa.list_(token_type, self._dim)), nullable=False),
+            pa.field("metadata", pa.json_(pa.utf8())),
+            pa.field("text", pa.string()),
+        ]
+        if self._mips_l2:
+            fields.append(pa.field("fde_norm2", pa.float64(), nullable=False))
+        return pa.schema(fields)
 
     def load_info(self) -> CollectionInfo | None:  # noqa: D102
         if self.collection not in self._db.list_tables().tables:
@@ -218,13 +261,15 @@ class LanceDBBackend(Backend):
                 f"LanceDB table {self.collection!r} exists but was not created by multivec"
             )
         info = CollectionInfo.model_validate_json(meta[_INFO_KEY])
-        self._dim, self._dtype = info.dim, info.dtype
+        self._dim, self._dtype, self._fde_dim = info.dim, info.dtype, info.fde_dim
+        self._mips_l2 = meta.get(_LAYOUT_KEY) == _MIPS_L2
         return info
 
     def create(self, info: CollectionInfo) -> None:  # noqa: D102
-        self._dim, self._dtype = info.dim, info.dtype
+        self._dim, self._dtype, self._fde_dim = info.dim, info.dtype, info.fde_dim
+        self._mips_l2 = True
         schema = self._schema_for(info.fde_dim).with_metadata(
-            {_INFO_KEY: info.model_dump_json().encode()}
+            {_INFO_KEY: info.model_dump_json().encode(), _LAYOUT_KEY: _MIPS_L2}
         )
         self._table = self._db.create_table(self.collection, schema=schema, exist_ok=True)
 
@@ -234,10 +279,72 @@ class LanceDBBackend(Backend):
         self._table = None
 
     def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
-        merge = self._open().merge_insert("key")
-        merge.when_matched_update_all().when_not_matched_insert_all().execute(self._arrow(batch))
+        self._write(batch, self._merge)
 
-    def _arrow(self, batch: WriteBatch) -> Any:
+    def _merge(self, data: Any) -> None:
+        # Built only now, after any raise of M: a merge prepared on the table version before
+        # that update, measured here, committed over it and restored the old rows.
+        merge = self._open().merge_insert("key").when_matched_update_all()
+        merge.when_not_matched_insert_all().execute(data)
+
+    def insert(self, batch: WriteBatch) -> None:
+        """Append: measured here, a quarter faster than ``merge_insert`` on a 10k bulk load."""
+        self._write(batch, lambda data: self._open().add(data))
+
+    def _write(self, batch: WriteBatch, write: Callable[[Any], None]) -> None:
+        if not self._mips_l2:
+            write(self._arrow(batch, 0.0))
+            return
+        bound = self._bound_for(batch.fdes)
+        write(self._arrow(batch, bound))
+        stored = self._stored_bound()
+        if stored is not None and stored != bound:
+            # Another writer raised M while this batch was being written; the update brings
+            # every row still augmented for a smaller M, these included, up to date.
+            self._reaugment(stored)
+
+    def _stored_bound(self) -> float | None:
+        raw = (self._open().schema.field("fde").metadata or {}).get(_BOUND_KEY.encode())
+        return float(raw) if raw is not None else None
+
+    def _bound_for(self, fdes: npt.NDArray[np.float32]) -> float:
+        """The norm bound M to augment ``fdes`` with, raised first if one of them exceeds it."""
+        largest = float(np.sqrt(np.einsum("ij,ij->i", fdes, fdes, dtype=np.float64).max()))
+        current = self._stored_bound()
+        if current is not None and largest <= current:
+            return current
+        with _BOUND_LOCK:
+            current = self._stored_bound()
+            if current is not None and largest <= current:
+                return current
+            bound = largest * _HEADROOM if largest > 0 else 1.0
+            self._open().update_field_metadata(
+                {"path": "fde", "metadata": {_BOUND_KEY: repr(bound)}}
+            )
+            if current is not None:
+                self._reaugment(bound)
+            return bound
+
+    def _reaugment(self, bound: float) -> None:
+        """Set the extra coordinate of every row not yet augmented for ``bound``, in place.
+
+        Lance computes ``sqrt(M² - |x|²)`` from the row's own ``fde_norm2``, so a document
+        rewritten meanwhile is never overwritten with an older FDE, and running it twice
+        changes nothing. Rewritten rows leave the index until the next ``optimize``.
+        """
+        extra = f"fde[{self._fde_dim + 1}]"  # SQL arrays count from 1
+        m2 = repr(bound * bound)
+        # Only `fde` is assigned: Lance was seen evaluating one assignment after another, so
+        # an expression must not read a column the same update sets.
+        self._open().update(
+            where=f"abs({extra} * {extra} + fde_norm2 - {m2}) > {m2} * 1e-4",
+            values_sql={
+                "fde": f"array_append(array_slice(fde, 1, {self._fde_dim}), "
+                f"CAST(sqrt(greatest({m2} - fde_norm2, 0.0)) AS FLOAT))"
+            },
+        )
+
+    def _arrow(self, batch: WriteBatch, bound: float) -> Any:
         lengths = np.array([v.shape[0] for v in batch.vectors], dtype=np.int32)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
@@ -246,25 +353,26 @@ class LanceDBBackend(Backend):
         # Arrow's json type on write; raw JSON text cast to its binary type would be unreadable.
         schema = self._schema_for(batch.fdes.shape[1])
         inner = pa.FixedSizeListArray.from_arrays(pa.array(flat), self._dim)
-        fdes = pa.FixedSizeListArray.from_arrays(
-            pa.array(batch.fdes.reshape(-1)), batch.fdes.shape[1]
-        )
+        fdes = batch.fdes
+        columns: dict[str, Any] = {}
+        if self._mips_l2:
+            norms2 = np.einsum("ij,ij->i", fdes, fdes, dtype=np.float64)
+            extra = np.sqrt(np.maximum(bound * bound - norms2, 0.0)).astype(np.float32)
+            fdes = np.hstack([fdes, extra[:, None]])
+            columns["fde_norm2"] = pa.array(norms2)
         return pa.table(
             {
                 "key": pa.array(batch.keys, pa.string()),
-                "fde": fdes,
+                "fde": pa.FixedSizeListArray.from_arrays(pa.array(fdes.reshape(-1)), fdes.shape[1]),
                 "tokens": pa.ListArray.from_arrays(pa.array(offsets), inner),
                 "metadata": pa.array(
                     [json.dumps(m, ensure_ascii=False) for m in batch.metadata], pa.json_(pa.utf8())
                 ),
                 "text": pa.array(batch.texts, pa.string()),
+                **columns,
             },
             schema=schema,
         )
-
-    def insert(self, batch: WriteBatch) -> None:
-        """Append: measured here, a quarter faster than ``merge_insert`` on a 10k bulk load."""
-        self._open().add(self._arrow(batch))
 
     def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
         table = self._open()
@@ -278,26 +386,41 @@ class LanceDBBackend(Backend):
     def ann(  # noqa: D102
         self, fde_query: npt.NDArray[np.float32], limit: int, filter: Filter | None
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        bound = scale = 0.0
+        if self._mips_l2:
+            stored = self._stored_bound()
+            if stored is None:  # nothing was ever written
+                return [], np.empty(0, dtype=np.float32)
+            # Any positive scale of the query keeps the order; at norm M it sits on the sphere
+            # the augmented FDEs lie on, which keeps the L2 distances well conditioned.
+            bound, norm = stored, float(np.linalg.norm(fde_query))
+            scale = bound / norm if norm > 0 else 1.0
+            vector, metric = np.append(fde_query * np.float32(scale), np.float32(0.0)), "l2"
+        else:
+            vector, metric = fde_query, "dot"
         query = (
             self._open()
-            .search(fde_query, vector_column_name="fde")
-            .metric("dot")
+            .search(vector, vector_column_name="fde")
+            .metric(metric)
             # _distance named explicitly: leaving it implicit makes Lance log a deprecation
             # warning on every search.
             .select(["key", "_distance"])
             .with_row_id(True)
             .limit(limit)
-            # Probing every partition of the IVF_FLAT index is exact (and fast); see the module doc.
-            .nprobes(self._nprobes or 1_000_000)
+            .ef(max(limit, self._ef))
         )
         if filter is not None:
             query = query.where(to_lance_sql(filter), prefilter=True)
         result = query.to_arrow()
         keys = result.column("key").to_pylist()
         self._last_rows = dict(zip(keys, result.column("_rowid").to_pylist(), strict=True))
-        # For the dot metric Lance reports _distance = 1 - <q, x>.
-        scores = 1.0 - result.column("_distance").to_numpy().astype(np.float32)
-        return keys, scores
+        distance = result.column("_distance").to_numpy().astype(np.float64)
+        if self._mips_l2:
+            # Lance's l2 _distance is squared: |s·q|² + M² - 2s<q, x> with |s·q| = M.
+            scores = (2.0 * bound * bound - distance) / (2.0 * scale)
+        else:
+            scores = 1.0 - distance  # for dot, Lance reports 1 - <q, x>
+        return keys, scores.astype(np.float32)
 
     def native_search(  # noqa: D102
         self,
@@ -375,7 +498,7 @@ class LanceDBBackend(Backend):
             # A compaction since the scan or search would move rows: check the keys.
             if sorted(got) == sorted(keys):
                 flat = taken.column("fde").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                matrix: npt.NDArray[np.float32] = flat.reshape(len(got), -1)
+                matrix: npt.NDArray[np.float32] = flat.reshape(len(got), -1)[:, : self._fde_dim]
                 position = {k: i for i, k in enumerate(got)}
                 return matrix[[position[k] for k in keys]].astype(np.float32, copy=False)
         rows: dict[str, Any] = {}
@@ -384,7 +507,7 @@ class LanceDBBackend(Backend):
             query = self._open().search().where(where).select(["key", "fde"]).limit(None)
             part = query.to_arrow()
             fdes = part.column("fde").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            fdes = fdes.reshape(len(part), -1)
+            fdes = fdes.reshape(len(part), -1)[:, : self._fde_dim]
             rows.update(zip(part.column("key").to_pylist(), fdes, strict=True))
         if not keys or any(k not in rows for k in keys):
             return None
@@ -413,40 +536,33 @@ class LanceDBBackend(Backend):
         return _reorder(fetched, [position[k] for k in page if k in position])
 
     def optimize(self) -> None:
-        """Compact the fragments many upserts leave, build the FDE index, drop old versions.
+        """Compact the fragments many upserts leave, drop old versions, train the FDE index.
 
         Run it when no other process is reading or writing the table: Lance deletes the files
         of every version but the latest, and a reader still on an older one would fail.
         """
         table = self._open()
-        table.optimize()
-        rows = table.count_rows()
-        # About sqrt(n) / 2 partitions keeps lists long enough for fast scans when probed.
-        partitions = max(2, round(rows**0.5 / 2))
-        current = [ix.name for ix in table.list_indices() if ix.columns == ["fde"]]
-        trained = [int(m.group(1)) for n in current if (m := _INDEX_NAME.fullmatch(n))]
-        # Lance adds new rows to the existing partitions; once the table has outgrown them
-        # (twice the partitions it would get now, i.e. four times the rows), train again, or
-        # every probe scans ever longer lists.
-        if rows >= _MIN_INDEX_ROWS and (not trained or partitions >= 2 * trained[0]):
-            from lancedb.index import IvfFlat
-
-            for name in current:
-                table.drop_index(name)
-            table.create_index(
-                "fde",
-                config=IvfFlat(distance_type="dot", num_partitions=partitions),
-                name=f"fde_ivf_{partitions}",
-            )
-        # Every merge_insert and the compaction write a new table version, and Lance keeps old
-        # ones (for time travel) for 7 days by default; multivec never reads them, and after a
-        # bulk load they more than double the bytes on disk. Lance warns that this is unsafe
-        # with concurrent users, which the docstring above makes the caller's condition.
+        # Lance's own index maintenance (part of every table.optimize) merges IVF partitions
+        # it finds undersized: measured here, it folded an 18-partition index over 1,300 FDEs
+        # into one. Dropping the index before compaction and building it anew afterwards keeps
+        # it as configured, and costs no more than the incremental update of a graph index.
+        for index in table.list_indices():
+            if index.columns == ["fde"]:
+                table.drop_index(index.name)
+        # Every merge_insert writes a table version, and Lance keeps old ones (for time travel)
+        # for 7 days by default; multivec never reads them, and after a bulk load they more
+        # than double the bytes on disk. Lance warns that this is unsafe with concurrent
+        # users, which the docstring above makes the caller's condition.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)")
-            # The first pass's index update writes one more version; the second drops it.
-            for _ in range(2):
-                table.optimize(cleanup_older_than=timedelta(0))
+            table.optimize(cleanup_older_than=timedelta(0))
+        if table.count_rows() * 4 * (self._fde_dim + 1) >= _MIN_INDEX_BYTES:
+            from lancedb.index import HnswSq
+
+            # One partition: the HNSW graph alone finds the candidates (IVF partitions of FDEs
+            # lost recall fast: 0.66 recall@10 at 20 of 112 partitions on 50k documents).
+            config = HnswSq(distance_type="l2" if self._mips_l2 else "dot", num_partitions=1)
+            table.create_index("fde", config=config, name="fde_hnsw")
 
 
 def _reorder(fetched: Fetched, order: list[int]) -> Fetched:

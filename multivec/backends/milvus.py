@@ -5,8 +5,9 @@ Flavours:
 * ``milvus+lite://./data/multivec.db``: Milvus Lite 3.x, an embedded pure-Python Milvus that
   speaks the Milvus gRPC protocol. One process may open a data file at a time (a file lock), so
   clients are cached per path inside the process and shared by every collection on it.
-* ``milvus://host:19530[?token=user:pw&db=name&secure=true&timeout=60]``: a Milvus server. The
-  token can also come from the ``MILVUS_TOKEN`` environment variable. Every call waits at most
+* ``milvus://host:19530[?token=user:pw&db=name&secure=true&timeout=60&native=maxsim]``: a Milvus
+  server. The token can also come from the ``MILVUS_TOKEN`` environment variable. ``native=maxsim``
+  (at creation) adds Milvus's own MaxSim search, see below. Every call waits at most
   ``timeout`` seconds (default 60). Unavailable servers and timeouts are retried 4 times with
   exponential backoff (0.5, 1, 2 s), then raise :class:`~multivec.errors.BackendUnavailableError`;
   a bulk write that fails after some requests were acknowledged raises
@@ -14,18 +15,20 @@ Flavours:
 
 Layout (the same on Lite and on a server): one collection ``<name>``, one row per document.
 
-============  ====================================  ============================================
-field         Milvus type                           why
-============  ====================================  ============================================
-``key``       VARCHAR(520), primary key             the internal key (``s:...`` / ``i:...``)
-``fde``       FLOAT_VECTOR(fde_dim), IP index       the ANN column (HNSW; ``?index=FLAT`` scans)
-``tokens``    ARRAY<VARCHAR(65535)>, up to 4,096    the token matrix: base64 of its bytes at the
+=============  ===================================  ============================================
+field          Milvus type                          why
+=============  ===================================  ============================================
+``key``        VARCHAR(520), primary key            the internal key (``s:...`` / ``i:...``)
+``fde``        FLOAT_VECTOR(fde_dim), IP index      the ANN column (HNSW; ``?index=FLAT`` scans)
+``tokens``     ARRAY<VARCHAR(65535)>, up to 4,096   the token matrix: base64 of its bytes at the
                                                     stored precision, cut into 65,532-char chunks
-``size``      INT64                                 bytes of tokens + meta + text, to plan reads
-``meta``      JSON                                  the metadata exactly as given (returned)
-``fmeta``     JSON                                  a filter shadow of ``meta``, split by kind
-``text``      VARCHAR(65535), nullable              the source text
-============  ====================================  ============================================
+``size``       INT64                                bytes of tokens + meta + text, to plan reads
+``meta``       JSON                                 the metadata exactly as given (returned)
+``fmeta``      JSON                                 a filter shadow of ``meta``, split by kind
+``text``       VARCHAR(65535), nullable             the source text
+``tokens_mv``  ARRAY<STRUCT{emb: vector(dim)}>, up  only with ``?native=maxsim`` (servers): a copy
+               to 4,096; HNSW MAX_SIM_IP index      of the tokens for Milvus's own MaxSim search
+=============  ===================================  ============================================
 
 Why tokens are text: Milvus has no binary column, and its vector columns cannot hold a
 variable number of tokens per row except as a server-only StructArray whose ``MAX_SIM`` search
@@ -40,6 +43,10 @@ Bytes per document, roughly: ``len(key) + 4·fde_dim + (8/3)·n_tokens·dim`` (f
 for float32) ``+ 2·len(metadata JSON) + len(text) + 8``, plus, on a server, the HNSW graph
 (about ``8·M`` = 128 bytes). A loaded collection keeps its vectors in memory: about
 ``4·fde_dim`` bytes of RAM per document for the FDE; the token text is read from storage.
+``?native=maxsim`` adds ``2·n_tokens·dim`` bytes of storage (``4·n_tokens·dim`` for FLOAT_VECTOR)
+and, far more costly, an HNSW index over every token held in RAM: about
+``n_tokens·(2·dim + 128)`` bytes per document (``4·dim`` for FLOAT_VECTOR), e.g. 160 KB for 180 x
+384 float16 tokens against 41 KB for a 10,240-d FDE.
 
 The :class:`~multivec.CollectionInfo` is stored as the main collection's property
 ``multivec.info`` (Milvus Lite does not return collection descriptions; both keep properties).
@@ -50,8 +57,9 @@ Quirks handled here:
 * Collections are created and read with ``consistency_level="Strong"`` (the default, Bounded,
   hides a write for about 200 ms; Lite is always strong).
 * A request may carry at most 64 MB: the façade batches documents by bytes, under half of it
-  to leave room for base64 and the filter shadow. Replies are capped at 64 MB and 16,384 rows, so
-  reads first ask for each row's ``size`` and then read in groups of at most 32 MB.
+  to leave room for base64, the filter shadow and the ``tokens_mv`` copy. Replies are capped at
+  64 MB and 16,384 rows, so reads first ask for each row's ``size`` and then read in groups of at
+  most 32 MB.
 * Vector dimensions above 32,768 are refused here, because Milvus Lite accepts them but a server
   does not.
 * ``count(*)`` is exact; ``num_entities`` is not.
@@ -69,9 +77,25 @@ Quirks handled here:
 * Texts longer than 65,535 UTF-8 bytes and metadata over 65,536 bytes are refused (Milvus's
   VARCHAR and JSON limits); store long texts elsewhere and keep a reference in metadata.
 
-Native multi-vector search is not offered (``supports_native_multivector = False``): Milvus Lite
-has no ``MAX_SIM``, and a server's StructArray ``MAX_SIM`` needs the token graph described
-above. Search is always the FDE ANN stage plus exact MaxSim in multivec.
+Native multi-vector search (``search(mode="native")``), to compare with multivec's own: a server
+collection created with ``?native=maxsim`` (Milvus 2.6.4+) also stores each document's tokens in
+the StructArray field ``tokens_mv``, with the HNSW ``MAX_SIM_IP`` index Milvus requires on it, and
+:meth:`MilvusBackend.native_search` runs Milvus's EmbeddingList search over that field. Milvus
+finds candidate documents through the token index and scores them by MaxSim, the sum over query
+tokens of the largest inner product (Milvus 3.0 documents a first stage of 3 x ``k`` documents,
+its ``retrieval_ann_ratio``, then exact MaxSim); ``MAX_SIM_IP`` is a similarity, so its scores
+are reported as they come. The base64 ``tokens`` column stays the source of truth: ``tokens_mv``
+is a copy that every upsert writes, and nothing reads it back. Its vector subfield is
+FLOAT16_VECTOR for float16 collections on Milvus 3.0+ and FLOAT_VECTOR otherwise (Milvus 2.6
+structs hold FLOAT_VECTOR only; the stored values are then the float16 ones, widened). Its
+capacity, 4,096 tokens (the largest array a Milvus server allows by default), limits each
+document of such a collection (``max_tokens``): the collection refuses a longer one before
+anything is written. The
+field cannot be added to an existing collection: opening one reads the layout from its schema,
+and a ``native=`` option that contradicts it is an error. ``supports_native_multivector`` is set
+per connection from the opened collection; the class-level value stays ``False``, since Milvus
+Lite has no StructArray or ``MAX_SIM`` and refuses the option. Milvus has no two-stage
+(``mode="native-prefetch"``) search.
 """
 
 from __future__ import annotations
@@ -84,6 +108,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -97,6 +122,7 @@ from multivec.backends._codec import CHUNK_CHARS, decode_tokens, encode_tokens
 from multivec.errors import (
     BackendError,
     BackendUnavailableError,
+    ConfigMismatchError,
     ConfigurationError,
     InvalidFilterError,
     MissingDependencyError,
@@ -105,6 +131,7 @@ from multivec.errors import (
 try:
     # pymilvus ships no type information.
     from pymilvus import DataType, MilvusClient  # type: ignore[import-untyped]
+    from pymilvus.client.embedding_list import EmbeddingList  # type: ignore[import-untyped]
     from pymilvus.client.types import Status  # type: ignore[import-untyped]
     from pymilvus.exceptions import (  # type: ignore[import-untyped]
         MilvusException,
@@ -136,6 +163,21 @@ _RETRIES = 4
 _BACKOFF_S = 0.5
 _DEFAULT_TIMEOUT_S = 60.0
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# The optional StructArray copy of the tokens for Milvus's own MaxSim (``?native=maxsim``).
+_NATIVE_FIELD = "tokens_mv"
+_NATIVE_SUBFIELD = "emb"
+_NATIVE_PATH = f"{_NATIVE_FIELD}[{_NATIVE_SUBFIELD}]"
+_NATIVE_METRIC = "MAX_SIM_IP"
+# A StructArray's max_capacity may not exceed the server's proxy.maxArrayCapacity, 4,096 by
+# default; it bounds the tokens of one document.
+_NATIVE_CAPACITY = 4_096
+# StructArray with EmbeddingList search appeared in 2.6.4; FLOAT16 subfields in 3.0.
+_NATIVE_SINCE = (2, 6, 4)
+_FLOAT16_STRUCTS_SINCE = (3, 0, 0)
+_LITE_HAS_NO_NATIVE = (
+    "native=maxsim needs a Milvus server (2.6.4+): Milvus Lite has no StructArray fields or "
+    "MAX_SIM metrics; use a Milvus server, or leave the option out"
+)
 
 _LITE_CLIENTS: dict[str, Any] = {}
 # Writes to one Lite file, serialised (see the module docstring); servers take them concurrently.
@@ -254,6 +296,151 @@ def _filter_shadow(metadata: dict[str, Any]) -> dict[str, Any]:
     return shadow
 
 
+# --- the native MaxSim field (?native=maxsim) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _NativeLayout:
+    """The ``tokens_mv`` StructArray of a ``?native=maxsim`` collection.
+
+    Attributes:
+        vector_type: The subfield's ``DataType``: ``FLOAT16_VECTOR`` or ``FLOAT_VECTOR``.
+        capacity: The field's ``max_capacity``: the most tokens one document may have.
+    """
+
+    vector_type: Any
+    capacity: int
+
+    @property
+    def dtype(self) -> str:
+        """The numpy dtype of the subfield's values, for writes and for the query."""
+        return "float16" if self.vector_type == DataType.FLOAT16_VECTOR else "float32"
+
+
+def _native_option(uri: URI) -> bool | None:
+    """The ``native=`` option: ``True`` for ``maxsim``, ``False`` for ``none``, else ``None``."""
+    value = uri.option("native")
+    if value is None:
+        return None
+    if value.lower() not in ("maxsim", "none"):
+        raise ConfigurationError(f"native must be 'maxsim' or 'none', got {value!r}")
+    return value.lower() == "maxsim"
+
+
+def _version(text: str | None) -> tuple[int, int, int] | None:
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
+
+
+def _native_layout(dtype: str, server_version: str | None) -> _NativeLayout:
+    """The ``tokens_mv`` field for a new collection of ``dtype`` on a server of this version."""
+    if "lite" in (server_version or "").lower():
+        # Milvus Lite's own gRPC server ("milvus_lite-3.2.2") drops the field silently.
+        raise ConfigurationError(_LITE_HAS_NO_NATIVE)
+    version = _version(server_version)
+    if version is not None and version < _NATIVE_SINCE:
+        raise ConfigurationError(
+            f"native=maxsim needs Milvus 2.6.4 or later (StructArray fields and MAX_SIM metrics); "
+            f"this server is {server_version}"
+        )
+    # FLOAT_VECTOR where the version is unknown: every server with StructArray fields takes it.
+    half = dtype == "float16" and version is not None and version >= _FLOAT16_STRUCTS_SINCE
+    vector_type = DataType.FLOAT16_VECTOR if half else DataType.FLOAT_VECTOR
+    return _NativeLayout(vector_type, _NATIVE_CAPACITY)
+
+
+def _stored_native(described: dict[str, Any]) -> _NativeLayout | None:
+    """The ``tokens_mv`` field of a described collection, or ``None`` when it has none."""
+    for field in described.get("fields") or []:
+        if field.get("name") != _NATIVE_FIELD:
+            continue
+        subfields = {sub.get("name"): sub for sub in field.get("struct_fields") or []}
+        vector_type = subfields.get(_NATIVE_SUBFIELD, {}).get("type")
+        capacity = (field.get("params") or {}).get("max_capacity")
+        if vector_type not in (DataType.FLOAT16_VECTOR, DataType.FLOAT_VECTOR) or not capacity:
+            raise ConfigurationError(
+                f"the field {_NATIVE_FIELD!r} of this Milvus collection is not the StructArray "
+                "multivec writes for native=maxsim"
+            )
+        return _NativeLayout(vector_type, int(capacity))
+    return None
+
+
+def _schema(info: CollectionInfo, index_type: str, native: _NativeLayout | None) -> tuple[Any, Any]:
+    """The schema and index parameters that :meth:`MilvusBackend.create` creates a collection with.
+
+    ``native`` adds the ``tokens_mv`` StructArray and its ``MAX_SIM_IP`` index.
+    """
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=520)
+    schema.add_field("fde", DataType.FLOAT_VECTOR, dim=info.fde_dim)
+    schema.add_field(
+        "tokens",
+        DataType.ARRAY,
+        element_type=DataType.VARCHAR,
+        max_capacity=_MAX_CHUNKS,
+        max_length=CHUNK_CHARS,
+    )
+    schema.add_field("size", DataType.INT64)
+    schema.add_field("meta", DataType.JSON)
+    schema.add_field("fmeta", DataType.JSON)
+    schema.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=True)
+    index = MilvusClient.prepare_index_params()
+    hnsw = {"M": 16, "efConstruction": 200}
+    index.add_index(
+        "fde", index_type=index_type, metric_type="IP", params=hnsw if index_type == "HNSW" else {}
+    )
+    if native is not None:
+        struct = MilvusClient.create_struct_field_schema()
+        struct.add_field(_NATIVE_SUBFIELD, native.vector_type, dim=info.dim)
+        schema.add_field(
+            _NATIVE_FIELD,
+            DataType.ARRAY,
+            element_type=DataType.STRUCT,
+            struct_schema=struct,
+            max_capacity=native.capacity,
+        )
+        # Milvus requires an index on every vector subfield; HNSW is the one both 2.6 and 3.0
+        # list for EmbeddingList search. It holds every token in RAM (see the module docstring).
+        index.add_index(
+            _NATIVE_PATH,
+            index_type="HNSW",
+            index_name=f"{_NATIVE_FIELD}_maxsim",
+            metric_type=_NATIVE_METRIC,
+            params=hnsw,
+        )
+    return schema, index
+
+
+def _rows(batch: WriteBatch, native: _NativeLayout | None) -> list[dict[str, Any]]:
+    """The rows that store ``batch``; with ``native``, each also carries its ``tokens_mv`` copy."""
+    rows = []
+    for i, key in enumerate(batch.keys):
+        text = batch.texts[i]
+        meta = batch.metadata[i]
+        encoded = encode_tokens(batch.vectors[i])
+        chunks = [encoded[j : j + CHUNK_CHARS] for j in range(0, len(encoded), CHUNK_CHARS)]
+        size = (
+            len(encoded)
+            + len(json.dumps(meta, ensure_ascii=False).encode())
+            + len((text or "").encode())
+        )
+        row: dict[str, Any] = {
+            "key": key,
+            "fde": batch.fdes[i].tolist(),
+            "tokens": chunks,
+            "size": size,
+            "meta": meta,
+            "fmeta": _filter_shadow(meta),
+            "text": text,
+        }
+        if native is not None:
+            tokens = np.ascontiguousarray(batch.vectors[i], dtype=native.dtype)
+            row[_NATIVE_FIELD] = [{_NATIVE_SUBFIELD: token} for token in tokens]
+        rows.append(row)
+    return rows
+
+
 # --- the backend -----------------------------------------------------------------------------
 
 
@@ -280,12 +467,13 @@ class MilvusBackend(Backend):
 
     scheme: ClassVar[str] = "milvus"
     extra: ClassVar[str | None] = "milvus"
-    supports_native_multivector: ClassVar[bool] = False
+    supports_native_multivector = False
     supports_native_prefetch: ClassVar[bool] = False
     max_vector_dim: ClassVar[int | None] = _MAX_DIM
     # Half of Milvus's 64 MB: the façade counts raw token bytes and metadata once, a row carries
-    # base64 (4/3) and metadata twice (meta and fmeta). One façade batch is one request, so a
-    # failed request names exactly the documents it carried.
+    # base64 (4/3) and metadata twice (meta and fmeta); with native=maxsim also the tokens_mv
+    # copy, 7/3 of the token bytes in all: at most 60 MB of the 80% the façade fills. One façade
+    # batch is one request, so a failed request names exactly the documents it carried.
     max_request_bytes: ClassVar[int | None] = _MAX_REQUEST // 2
 
     def __init__(self, uri: URI, collection: str) -> None:
@@ -297,6 +485,11 @@ class MilvusBackend(Backend):
             )
         self._lite = uri.driver == "lite"
         self._owns_client = not self._lite
+        # Asked for by the URI; the opened collection's schema decides (load_info, create).
+        self._native_requested = _native_option(uri)
+        if self._lite and self._native_requested:
+            raise ConfigurationError(_LITE_HAS_NO_NATIVE)
+        self._native: _NativeLayout | None = None
         self._dim = 0
         self._dtype = "float16"
         self._loaded = False
@@ -380,7 +573,17 @@ class MilvusBackend(Backend):
                 f"Milvus collection {self.collection!r} exists but was not created by multivec"
             )
         info = CollectionInfo.model_validate_json(raw)
+        native = _stored_native(described)
+        requested = self._native_requested
+        if requested is not None and requested != (native is not None):
+            raise ConfigMismatchError(
+                f"Milvus collection {self.collection!r} was created "
+                f"{'with' if native else 'without'} the native MaxSim field ({_NATIVE_FIELD}), "
+                f"but the URI says native={'maxsim' if requested else 'none'}; the field cannot "
+                "be added or removed later, so leave the option out to open it as it is"
+            )
         self._dim, self._dtype = info.dim, info.dtype
+        self._use_native(native)
         self._load()
         return info
 
@@ -391,26 +594,15 @@ class MilvusBackend(Backend):
                     f"the {what} {dim} exceeds Milvus's limit of {_MAX_DIM} "
                     "(enforced here because Milvus Lite would accept it)"
                 )
+        native = None
+        if self._native_requested:
+            native = _native_layout(info.dtype, self.server_version())
         self._dim, self._dtype = info.dim, info.dtype
         client = self._client
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=520)
-        schema.add_field("fde", DataType.FLOAT_VECTOR, dim=info.fde_dim)
-        schema.add_field(
-            "tokens",
-            DataType.ARRAY,
-            element_type=DataType.VARCHAR,
-            max_capacity=_MAX_CHUNKS,
-            max_length=CHUNK_CHARS,
-        )
-        schema.add_field("size", DataType.INT64)
-        schema.add_field("meta", DataType.JSON)
-        schema.add_field("fmeta", DataType.JSON)
-        schema.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=True)
-        index = client.prepare_index_params()
-        params = {"M": 16, "efConstruction": 200} if self._index == "HNSW" else {}
-        index.add_index("fde", index_type=self._index, metric_type="IP", params=params)
-        if not self._call(client.has_collection, self.collection):
+        schema, index = _schema(info, self._index, native)
+        existed = self._call(client.has_collection, self.collection)
+        failure: BackendError | None = None
+        if not existed:
             try:
                 self._call(
                     client.create_collection,
@@ -419,19 +611,39 @@ class MilvusBackend(Backend):
                     index_params=index,
                     consistency_level="Strong",
                 )
-            except BackendError:
+            except BackendError as exc:
                 # A retried create whose first attempt landed but timed out fails as "already
                 # exists"; only a collection that is still missing is an error.
                 if not self._call(client.has_collection, self.collection):
                     raise
+                failure = exc
+        if native is not None:
+            # The schema Milvus kept, not the one sent: a server without StructArray support
+            # may create the collection without the field and fail only on its index.
+            native = _stored_native(self._call(client.describe_collection, self.collection))
+            if native is None:
+                if not existed:
+                    self._call(client.drop_collection, self.collection)
+                raise ConfigurationError(
+                    f"Milvus created no {_NATIVE_FIELD!r} StructArray field for native=maxsim; "
+                    "it needs a Milvus server 2.6.4 or later"
+                    + (f" (Milvus said: {failure})" if failure is not None else "")
+                ) from failure
         # The info property last: it marks a complete create.
         self._call(
             client.alter_collection_properties,
             self.collection,
             properties={_INFO_PROPERTY: info.model_dump_json()},
         )
+        self._use_native(native)
         self._loaded = False
         self._load()
+
+    def _use_native(self, native: _NativeLayout | None) -> None:
+        self._native = native
+        # Per connection: the opened collection's layout decides.
+        self.supports_native_multivector = native is not None
+        self.max_tokens = native.capacity if native is not None else None
 
     def drop(self) -> None:  # noqa: D102
         if self._call(self._client.has_collection, self.collection):
@@ -468,31 +680,11 @@ class MilvusBackend(Backend):
         return None
 
     def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
-        rows = []
-        for i, key in enumerate(batch.keys):
-            text = batch.texts[i]
-            meta = batch.metadata[i]
-            shadow = _filter_shadow(meta)
-            encoded = encode_tokens(batch.vectors[i])
-            chunks = [encoded[j : j + CHUNK_CHARS] for j in range(0, len(encoded), CHUNK_CHARS)]
-            size = (
-                len(encoded)
-                + len(json.dumps(meta, ensure_ascii=False).encode())
-                + len((text or "").encode())
-            )
-            rows.append(
-                {
-                    "key": key,
-                    "fde": batch.fdes[i].tolist(),
-                    "tokens": chunks,
-                    "size": size,
-                    "meta": meta,
-                    "fmeta": shadow,
-                    "text": text,
-                }
-            )
+        rows = _rows(batch, self._native)
         self._load()
         with self._writes:
+            # Whole rows in override mode (no partial_update): Milvus 2.6 refuses merge-mode
+            # upserts of StructArray fields, and every field is written anyway.
             self._call(self._client.upsert, self.collection, rows)
 
     def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
@@ -518,17 +710,44 @@ class MilvusBackend(Backend):
     def ann(  # noqa: D102
         self, fde_query: npt.NDArray[np.float32], limit: int, filter: Filter | None
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        metric: dict[str, Any] = {"metric_type": "IP"}
+        return self._search(fde_query.astype(np.float32).tolist(), "fde", metric, limit, filter)
+
+    def native_search(  # noqa: D102
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        filter: Filter | None,
+        *,
+        prefetch: tuple[npt.NDArray[np.float32], int] | None = None,
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        if prefetch is not None:
+            raise ConfigurationError(
+                "Milvus has no native two-stage search (mode='native-prefetch'): its EmbeddingList "
+                "search cannot be limited to FDE candidates; use mode='native' on a collection "
+                "created with native=maxsim"
+            )
+        native = self._native
+        if native is None:
+            return super().native_search(query, k, filter, prefetch=prefetch)
+        # The query's vectors must have the subfield's type. MAX_SIM_IP is a similarity
+        # (higher is better): its scores are the MaxSim itself.
+        data = EmbeddingList(np.ascontiguousarray(query, dtype=native.dtype))
+        return self._search(data, _NATIVE_PATH, {"metric_type": _NATIVE_METRIC}, k, filter)
+
+    def _search(
+        self, data: Any, field: str, params: dict[str, Any], limit: int, filter: Filter | None
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
         self._load()
         limit = min(limit, _MAX_ROWS)
-        params: dict[str, Any] = {"metric_type": "IP"}
-        if self._index == "HNSW":
+        if self._index == "HNSW" or field == _NATIVE_PATH:
             # ef below the limit would return fewer hits; a generous ef keeps recall high.
-            params["params"] = {"ef": min(max(limit, 256), 32_768)}
+            params = {**params, "params": {"ef": min(max(limit, 256), 32_768)}}
         result = self._call(
             self._client.search,
             self.collection,
-            data=[fde_query.astype(np.float32).tolist()],
-            anns_field="fde",
+            data=[data],
+            anns_field=field,
             limit=limit,
             filter=to_milvus_expr(filter) if filter is not None else "",
             search_params=params,

@@ -363,7 +363,7 @@ class QdrantBackend(Backend):
 
     scheme: ClassVar[str] = "qdrant"
     extra: ClassVar[str | None] = "qdrant"
-    supports_native_multivector: ClassVar[bool] = True
+    supports_native_multivector = True
     supports_native_prefetch: ClassVar[bool] = True
     max_vector_dim: ClassVar[int | None] = _MAX_DIM
 

@@ -1,7 +1,8 @@
 """``weaviate://host:port[?grpc_port=50051&secure=true&api_key=...&timeout=60]``: a Weaviate server.
 
 ``timeout`` (seconds) bounds each query; connecting waits at most 10 s and inserts three times
-the query timeout (defaults 60 and 180 s).
+the query timeout (defaults 60 and 180 s). ``mv_encoding`` and the ``muvera_*`` options choose
+how Weaviate indexes the token matrices when a collection is created (below).
 
 Needs Weaviate 1.33 or later (multi-vectors arrived in 1.29; the ``ContainsNone`` filter used for
 negations in 1.33) and ``weaviate-client`` 4.x. The API key may also come from ``WEAVIATE_API_KEY``.
@@ -15,8 +16,9 @@ field           Weaviate type                          why
 ==============  =====================================  =========================================
 uuid            UUIDv5 of the internal key             Weaviate ids are UUIDs only
 ``fde``         named vector, HNSW, ``dot``            the ANN stage
-``mv``          named multi-vector, HNSW, ``dot``      token matrix (float32 on the wire and on
-                                                       disk); also serves ``mode="native"``
+``mv``          named multi-vector, HNSW, ``dot``;     token matrix (float32 on the wire and on
+                MUVERA-encoded if ``mv_encoding``      disk); also serves ``mode="native"``
+                is ``muvera``
 mv_key          text                                   the internal key (``s:``/``i:`` + id)
 mv_meta         text, not indexed                      the metadata JSON, verbatim round trip
 mv_text         text, not indexed                      the source text (absent when ``None``)
@@ -26,6 +28,27 @@ m_<base32 key>  text / number / boolean / their []     one filterable property p
 ==============  =====================================  =========================================
 
 The :class:`~multivec.CollectionInfo` JSON is the collection's *description*.
+
+The layout of ``mv``, and so what ``mode="native"`` measures, is chosen by ``mv_encoding``:
+
+* ``none`` (the default): Weaviate's multi-vector HNSW over the token vectors themselves.
+* ``muvera``: Weaviate's own MUVERA encoding (server 1.31+). The server encodes each document's
+  tokens into one fixed-size vector of ``repetitions · 2^ksim · dprojections`` floats and builds
+  the HNSW over those. A query is encoded the same way, the HNSW returns ``2·k`` documents (a
+  factor hard-coded in the server, not configurable), and the server rescores them by exact
+  MaxSim over the original multi-vectors, which stay stored. The scores are exact; recall is
+  bounded by that short candidate list. ``muvera_ksim`` (1 to 10), ``muvera_dprojections`` and
+  ``muvera_repetitions`` (whole numbers >= 1) override the server's defaults (4, 16 and 10, so
+  2560 floats); options left out are not sent, so the server's defaults apply. The server's
+  encoding is its own, independent of multivec's ``fde`` (which is still written), so on such a
+  collection ``mode="native"`` and ``mode="multivec"`` compare two MUVERA implementations over
+  the same stored tokens.
+
+These options only matter when the collection is created. Opening an existing collection reads
+its layout back from the server's vector config, whatever the URI says, and reports it as
+:attr:`WeaviateBackend.mv_encoding` (``None`` for ``none``) and in the backend's ``repr``. A URI
+whose ``mv_encoding`` or ``muvera_*`` options contradict the stored layout is refused with
+:class:`~multivec.errors.ConfigMismatchError`; ``muvera_*`` options left out match any value.
 
 Metadata filtering. Weaviate properties are typed and their names restricted, so each top-level
 metadata key gets its own property named ``m_`` + the lower-case, unpadded base32 of its UTF-8
@@ -45,11 +68,11 @@ Costs and quirks:
 
 * Per document: ``4·fde_dim + 4·n_tokens·dim`` bytes of vectors (Weaviate stores float32 even for
   ``dtype="float16"`` collections; values are converted back on read), plus HNSW graphs for both
-  vectors. Skipping the ``mv`` index (``vectorIndexConfig.skip``) would save the multi-vector
-  HNSW memory but is unverified for multi-vectors and would disable ``mode="native"``, so it is
-  not used. Weaviate's own MUVERA encoding (``Configure.MultiVectors.self_provided(encoding=
-  Configure.VectorIndex.MultiVector.Encoding.muvera(...))``, server 1.31+) can be enabled on a
-  separate collection to compare with; multivec does not create one.
+  vectors. With ``mv_encoding=muvera`` add ``4·repetitions·2^ksim·dprojections`` bytes for
+  Weaviate's encoding (10 KiB at the defaults; the tokens stay stored beside it), while the
+  ``mv`` graph holds one vector per document instead of one per token. Skipping the ``mv``
+  index (``vectorIndexConfig.skip``) would save the multi-vector HNSW memory but is unverified
+  for multi-vectors and would disable ``mode="native"``, so it is not used.
 * Upserts use ``data.insert_many`` (the gRPC batch), which replaces an existing object with the
   same UUID; ``data.insert`` would refuse it. Writes are searchable at once unless the server runs
   with ``ASYNC_INDEXING=true``.
@@ -58,13 +81,16 @@ Costs and quirks:
 * :meth:`WeaviateBackend.scan` lists every key with the cursor API and sorts them client-side,
   because ordering plus a ``mv_key > cursor`` text range filter could not be verified; a full
   iteration therefore costs ``O(n²/page)`` key reads. Fine up to ~10⁵ documents.
-* ``mode="native"`` is Weaviate's multi-vector search (distance = -MaxSim with ``dot``);
-  there is no server-side prefetch-then-MaxSim, so ``supports_native_prefetch`` is false.
+* ``mode="native"`` is Weaviate's multi-vector search over ``mv`` in its stored layout
+  (distance = -MaxSim with ``dot``). Weaviate cannot run its MaxSim over candidates from a
+  separate vector such as ``fde``, so ``supports_native_prefetch`` is false in both layouts
+  (MUVERA's candidates come from Weaviate's own encoding, ``2·k`` of them).
 
-Not run against a real server where this module was written (no Docker there): the conformance
-suite in ``tests/test_backend_weaviate.py`` exercises it wherever a Docker engine or
-``MULTIVEC_TEST_WEAVIATE_URI`` is available. The filter translation, key encoding, name and id
-mappings are unit-tested without a server.
+Not run against a real server where this module was written (no Docker there), the MUVERA
+layout included: the conformance suite in ``tests/test_backend_weaviate.py`` exercises both
+layouts wherever a Docker engine or ``MULTIVEC_TEST_WEAVIATE_URI`` is available. The filter
+translation, key encoding, name and id mappings, the ``mv_encoding`` options and the vector
+config sent on creation are unit-tested without a server.
 """
 
 from __future__ import annotations
@@ -76,6 +102,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -90,6 +117,7 @@ from multivec.backends._base import Backend, Fetched, WriteBatch
 from multivec.errors import (
     BackendError,
     BackendUnavailableError,
+    ConfigMismatchError,
     ConfigurationError,
     InvalidFilterError,
     InvalidMetadataError,
@@ -127,12 +155,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError(exc.name or "weaviate-client", "weaviate") from exc
 
 __all__ = [
+    "MuveraEncoding",
     "WeaviateBackend",
     "collection_name",
     "decode_key",
     "encode_key",
     "key_uuid",
     "multivec_name",
+    "mv_encoding_option",
     "to_weaviate_filter",
 ]
 
@@ -167,6 +197,16 @@ _TYPES: dict[str, Any] = {
     "bool[]": DataType.BOOL_ARRAY,
 }
 _KIND_OF_TYPE = {str(t.value): k for k, t in _TYPES.items()}
+
+# Layouts of the mv multi-vector (the mv_encoding option), and the bounds of Weaviate's MUVERA
+# parameters as (smallest, largest or None); the server refuses ksim above 10.
+_MV_ENCODINGS = ("none", "muvera")
+_DIGITS = re.compile(r"[0-9]+")
+_MUVERA_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "ksim": (1, 10),
+    "dprojections": (1, None),
+    "repetitions": (1, None),
+}
 
 
 # --- pure mappings (unit-tested without a server) ----------------------------------------------
@@ -373,6 +413,139 @@ def to_weaviate_filter(f: Filter, schema: Mapping[str, str]) -> _Filters | bool:
     return result
 
 
+# --- the layout of mv (unit-tested without a server) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class MuveraEncoding:
+    """Weaviate's MUVERA encoding of the ``mv`` multi-vector (``mv_encoding=muvera``).
+
+    A parameter that is ``None`` was not chosen, so the server applies its default; one read
+    back from a collection always has all three.
+
+    Attributes:
+        ksim: SimHash bits per repetition: each token falls in one of ``2^ksim`` buckets.
+        dprojections: Dimensions each bucket is projected to.
+        repetitions: Independent encodings concatenated.
+
+    >>> enc = MuveraEncoding(ksim=4, dprojections=16, repetitions=10)
+    >>> str(enc), enc.fde_dim
+    ('muvera(ksim=4, dprojections=16, repetitions=10)', 2560)
+    >>> str(MuveraEncoding(ksim=3)), str(MuveraEncoding())
+    ('muvera(ksim=3)', 'muvera')
+    """
+
+    ksim: int | None = None
+    dprojections: int | None = None
+    repetitions: int | None = None
+
+    @property
+    def fde_dim(self) -> int | None:
+        """Floats per document: ``repetitions · 2^ksim · dprojections``, or ``None`` if unset."""
+        if self.ksim is None or self.dprojections is None or self.repetitions is None:
+            return None
+        return self.repetitions * (1 << self.ksim) * self.dprojections
+
+    def __str__(self) -> str:
+        chosen = [f"{f.name}={v}" for f in fields(self) if (v := getattr(self, f.name)) is not None]
+        return f"muvera({', '.join(chosen)})" if chosen else "muvera"
+
+
+def mv_encoding_option(uri: URI) -> MuveraEncoding | None:
+    """The layout of ``mv`` asked for by ``uri``: MUVERA, or ``None`` for the plain index.
+
+    Reads ``mv_encoding`` (``none``, the default, or ``muvera``) and, with ``muvera``,
+    ``muvera_ksim``, ``muvera_dprojections`` and ``muvera_repetitions``.
+
+    >>> mv_encoding_option(URI.parse("weaviate://h?mv_encoding=muvera&muvera_ksim=3"))
+    MuveraEncoding(ksim=3, dprojections=None, repetitions=None)
+
+    Raises:
+        ConfigurationError: An unknown encoding, a parameter that is not a whole number in its
+            range, or a ``muvera_*`` option without ``mv_encoding=muvera``.
+    """
+    given = uri.option("mv_encoding")
+    encoding = "none" if given is None else given.lower()
+    if encoding not in _MV_ENCODINGS:
+        raise ConfigurationError(
+            f"mv_encoding must be 'none' (Weaviate's plain multi-vector index, the default) or "
+            f"'muvera' (Weaviate's MUVERA encoding, server 1.31+), got {given!r}"
+        )
+    values: dict[str, int] = {}
+    for name, (low, high) in _MUVERA_BOUNDS.items():
+        option = f"muvera_{name}"
+        raw = uri.option(option)
+        if raw is None:
+            continue
+        if encoding != "muvera":
+            raise ConfigurationError(
+                f"{option} only applies to Weaviate's MUVERA encoding; add mv_encoding=muvera to "
+                f"the URI, or drop {option}"
+            )
+        span = f"from {low} to {high}" if high is not None else f">= {low}"
+        if not _DIGITS.fullmatch(raw) or int(raw) < low or (high is not None and int(raw) > high):
+            raise ConfigurationError(
+                f"{option} must be a whole number {span}, got {raw!r}; leave it out to use the "
+                "server's default"
+            )
+        values[name] = int(raw)
+    return MuveraEncoding(**values) if encoding == "muvera" else None
+
+
+def _describe(encoding: MuveraEncoding | None) -> str:
+    if encoding is None:
+        return "the plain multi-vector index (mv_encoding=none)"
+    return f"Weaviate's MUVERA encoding, {encoding}"
+
+
+def _layout_problem(requested: MuveraEncoding | None, stored: MuveraEncoding | None) -> str | None:
+    """How the requested ``mv`` layout contradicts the stored one, or ``None`` if it does not.
+
+    Parameters left unset in ``requested`` match any stored value.
+    """
+    if (requested is None) != (stored is None):
+        return f"the URI asks for {_describe(requested)}"
+    if requested is None or stored is None:
+        return None
+    differ = [
+        f"muvera_{f.name}={want} (stored: {getattr(stored, f.name)})"
+        for f in fields(requested)
+        if (want := getattr(requested, f.name)) is not None and want != getattr(stored, f.name)
+    ]
+    return f"the URI asks for {', '.join(differ)}" if differ else None
+
+
+def _vector_config(encoding: MuveraEncoding | None) -> list[Any]:
+    """The named vectors a new collection is created with: ``fde``, and ``mv`` in its layout."""
+    hnsw_dot = partial(Configure.VectorIndex.hnsw, distance_metric=VectorDistances.DOT)
+    muvera = None
+    if encoding is not None:
+        # Unset parameters stay None, which the client leaves out so the server's defaults apply.
+        muvera = Configure.VectorIndex.MultiVector.Encoding.muvera(
+            ksim=encoding.ksim,
+            dprojections=encoding.dprojections,
+            repetitions=encoding.repetitions,
+        )
+    return [
+        Configure.Vectors.self_provided(name="fde", vector_index_config=hnsw_dot()),
+        Configure.MultiVectors.self_provided(
+            name="mv", encoding=muvera, vector_index_config=hnsw_dot()
+        ),
+    ]
+
+
+def _stored_encoding(config: Any) -> MuveraEncoding | None:
+    """The MUVERA encoding of ``mv`` in a collection config read from the server, if enabled."""
+    named = (config.vector_config or {}).get("mv")
+    multi = getattr(getattr(named, "vector_index_config", None), "multi_vector", None)
+    muvera = getattr(multi, "encoding", None)
+    if muvera is None or not muvera.enabled:
+        return None
+    return MuveraEncoding(
+        ksim=muvera.ksim, dprojections=muvera.dprojections, repetitions=muvera.repetitions
+    )
+
+
 # --- the backend -------------------------------------------------------------------------------
 
 
@@ -394,11 +567,18 @@ def _retry(fn: Callable[[], T], what: str) -> T:
 
 
 class WeaviateBackend(Backend):
-    """A Weaviate server; see the module docstring for the layout and filter design."""
+    """A Weaviate server; see the module docstring for the layout and filter design.
+
+    Attributes:
+        mv_encoding: How Weaviate indexes ``mv``, which is what ``mode="native"`` runs:
+            :class:`MuveraEncoding` with the server's parameters, or ``None`` for the plain
+            multi-vector index. Read back from the server when the collection is opened or
+            created; before that, what the URI asks for.
+    """
 
     scheme: ClassVar[str] = "weaviate"
     extra: ClassVar[str | None] = "weaviate"
-    supports_native_multivector: ClassVar[bool] = True
+    supports_native_multivector = True
     max_vector_dim: ClassVar[int | None] = 65535
     # Under the ~100 MB gRPC message limit of server and client, with room for framing.
     max_request_bytes: ClassVar[int | None] = 90 * 1024 * 1024
@@ -419,6 +599,11 @@ class WeaviateBackend(Backend):
                 f"timeout must be a whole number of seconds >= 1, got {given!r}"
             )
         timeout = int(given)
+        # Checked before connecting, so a bad option fails without a server.
+        self._requested = mv_encoding_option(uri)
+        # Only an explicit mv_encoding is checked against an existing collection's layout.
+        self._pins_layout = uri.option("mv_encoding") is not None
+        self.mv_encoding: MuveraEncoding | None = self._requested
         self._client: Any = _retry(
             lambda: weaviate.connect_to_custom(
                 http_host=host,
@@ -455,7 +640,17 @@ class WeaviateBackend(Backend):
             raise ConfigurationError(
                 f"Weaviate collection {self._name!r} exists but was not created by multivec"
             ) from exc
+        stored = _stored_encoding(config)
+        problem = _layout_problem(self._requested, stored) if self._pins_layout else None
+        if problem is not None:
+            raise ConfigMismatchError(
+                f"Weaviate collection {self._name!r} stores 'mv' as {_describe(stored)}, but "
+                f"{problem}. mv_encoding and muvera_* only take effect when a collection is "
+                "created: drop them from the URI to open it as stored, or use a new collection "
+                "name for the other layout."
+            )
         self._dim, self._dtype = info.dim, info.dtype
+        self.mv_encoding = stored
         self._set_schema(config.properties)
         return info
 
@@ -477,20 +672,7 @@ class WeaviateBackend(Backend):
             lambda: self._client.collections.create(
                 self._name,
                 description=info.model_dump_json(),
-                vector_config=[
-                    Configure.Vectors.self_provided(
-                        name="fde",
-                        vector_index_config=Configure.VectorIndex.hnsw(
-                            distance_metric=VectorDistances.DOT
-                        ),
-                    ),
-                    Configure.MultiVectors.self_provided(
-                        name="mv",
-                        vector_index_config=Configure.VectorIndex.hnsw(
-                            distance_metric=VectorDistances.DOT
-                        ),
-                    ),
-                ],
+                vector_config=_vector_config(self._requested),
                 properties=[
                     text("mv_key", True),
                     text("mv_meta", False),
@@ -502,6 +684,17 @@ class WeaviateBackend(Backend):
             "create",
         )
         self._schema = {}
+        # Read the layout back: it carries the server's defaults, and shows that the server
+        # understood the encoding rather than ignoring it.
+        stored = _stored_encoding(_retry(lambda: self._col.config.get(), "create"))
+        if _layout_problem(self._requested, stored) is not None:
+            self.drop()
+            raise ConfigurationError(
+                f"Weaviate created {self._name!r} with {_describe(stored)} where "
+                f"{_describe(self._requested)} was asked for, so it was dropped again; "
+                "MUVERA needs Weaviate 1.31 or later"
+            )
+        self.mv_encoding = stored
 
     def drop(self) -> None:  # noqa: D102
         _retry(lambda: self._client.collections.delete(self._name), "drop")
@@ -509,6 +702,13 @@ class WeaviateBackend(Backend):
 
     def close(self) -> None:  # noqa: D102
         self._client.close()
+
+    def __repr__(self) -> str:
+        layout = "none" if self.mv_encoding is None else str(self.mv_encoding)
+        return (
+            f"{type(self).__name__}({str(self.uri)!r}, collection={self.collection!r}, "
+            f"mv_encoding={layout!r})"
+        )
 
     # --- schema --------------------------------------------------------------------------------
 
