@@ -17,6 +17,7 @@ naturally catch (``ValueError`` for bad input, ``ImportError`` for a missing ext
     ├── CollectionNotFoundError (LookupError)     opening a collection that does not exist
     └── BackendError                              the database failed
         ├── BackendUnavailableError (ConnectionError)   unreachable after retries
+        ├── CapacityError                         more than the database can hold (refused)
         └── PartialWriteError                     a batch was only partly written
 
 Vendor exceptions are re-raised as one of these with ``raise ... from exc`` so the original
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "CapacityError",
     "CollectionNotFoundError",
     "ConfigMismatchError",
     "ConfigurationError",
@@ -103,6 +105,10 @@ class BackendError(MultivecError):
 
 class BackendUnavailableError(BackendError, ConnectionError):
     """The database could not be reached, even after retries."""
+
+
+class CapacityError(BackendError):
+    """A write was refused because the database could not hold it; nothing of it was sent."""
 
 
 class PartialWriteError(BackendError):

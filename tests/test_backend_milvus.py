@@ -23,6 +23,7 @@ from multivec.backends._base import WriteBatch
 from multivec.backends._codec import CHUNK_CHARS
 from multivec.errors import (
     BackendError,
+    CapacityError,
     CollectionNotFoundError,
     ConfigMismatchError,
     ConfigurationError,
@@ -520,3 +521,25 @@ def test_a_server_that_drops_the_struct_field_is_detected(
         multivec.connect(_with_option(lite_grpc_uri, "native=maxsim"), name, dim=DIM)
     with pytest.raises(CollectionNotFoundError):
         multivec.connect(lite_grpc_uri, name)
+
+
+def test_lite_refuses_a_write_past_what_its_compaction_can_merge(
+    lite_uri: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past _LITE_MAX_BYTES a Lite collection would break on compaction: the write is refused."""
+    col = multivec.connect(lite_uri, name, dim=DIM, fde=SMALL_FDE)
+    try:
+        ids, vectors, metadata = make_corpus(12)
+        col.upsert(ids[:9], vectors[:9], metadata[:9])
+        monkeypatch.setattr(milvus_module, "_MAX_ROWS", 4)  # counting pages through 9 rows
+        stored = col.backend._stored_bytes()  # type: ignore[attr-defined]
+        sizes = [r["size"] for r in col.backend._query("", ["size"], 100)]  # type: ignore[attr-defined]
+        assert stored == sum(sizes)
+        monkeypatch.setattr(milvus_module, "_LITE_MAX_BYTES", stored + 1)
+        col.backend._lite_bytes = None  # type: ignore[attr-defined]
+        with pytest.raises(CapacityError, match=r"Milvus Lite collection .* over the"):
+            col.upsert(ids[9:], vectors[9:], metadata[9:])
+        assert col.count() == 9
+        col.upsert(ids[:3], vectors[:3], metadata[:3])  # replacing stored documents adds nothing
+    finally:
+        col.drop()

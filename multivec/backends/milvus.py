@@ -41,8 +41,9 @@ server far faster. The decoding is :mod:`multivec.backends._codec`.
 
 Bytes per document, roughly: ``len(key) + 4·fde_dim + (8/3)·n_tokens·dim`` (float16; ``16/3``
 for float32) ``+ 2·len(metadata JSON) + len(text) + 8``, plus, on a server, the HNSW graph
-(about ``8·M`` = 128 bytes). A loaded collection keeps its vectors in memory: about
+(about ``8·M`` = 128 bytes). A loaded server collection keeps its vectors in memory: about
 ``4·fde_dim`` bytes of RAM per document for the FDE; the token text is read from storage.
+Milvus Lite holds every segment in memory whole, token text included.
 ``?native=maxsim`` adds ``2·n_tokens·dim`` bytes of storage (``4·n_tokens·dim`` for FLOAT_VECTOR)
 and, far more costly, an HNSW index over every token held in RAM: about
 ``n_tokens·(2·dim + 128)`` bytes per document (``4·dim`` for FLOAT_VECTOR), e.g. 160 KB for 180 x
@@ -63,10 +64,14 @@ Quirks handled here:
 * Vector dimensions above 32,768 are refused here, because Milvus Lite accepts them but a server
   does not.
 * ``count(*)`` is exact; ``num_entities`` is not.
-* Milvus Lite 3.2's background compaction fails once a segment holds more than 2 GB of token
-  text (an Arrow 32-bit offset overflow, retried on every flush), and on the growth benchmark its
-  first searches at 20,000 passages of 177 x 384 tokens took minutes while the process grew to
-  22 GB. Lite suits collections of a few thousand such documents; use a server beyond that.
+* Milvus Lite 3.2 merges all of a partition's segments when it compacts, and gathers each
+  column into one Arrow array with 32-bit offsets (``Table.take`` in its compaction): past
+  2 GiB of token text the compaction fails, is retried on every flush, and the collection
+  degrades (on the growth benchmark, searches at 20,000 passages of 177 x 384 tokens took
+  minutes while the process grew to 22 GB). Lite has no setting that bounds a merge. So a
+  write that would take a Lite collection past ``_LITE_MAX_BYTES`` (1.5 GB of token text,
+  metadata and text, about 8,000 such passages) is refused with
+  :class:`~multivec.errors.CapacityError`; use a Milvus server or another engine beyond that.
 * Milvus Lite's write-ahead log is not safe for concurrent writes, so writes to one Lite file
   are serialised (a migration's writers take turns).
 * Filters go into the search's ``filter=`` (a pre-filter). Milvus compares a JSON ``true`` equal
@@ -122,6 +127,7 @@ from multivec.backends._codec import CHUNK_CHARS, decode_tokens, encode_tokens
 from multivec.errors import (
     BackendError,
     BackendUnavailableError,
+    CapacityError,
     ConfigMismatchError,
     ConfigurationError,
     InvalidFilterError,
@@ -178,6 +184,9 @@ _LITE_HAS_NO_NATIVE = (
     "native=maxsim needs a Milvus server (2.6.4+): Milvus Lite has no StructArray fields or "
     "MAX_SIM metrics; use a Milvus server, or leave the option out"
 )
+
+# See the module docstring: Milvus Lite's compaction fails past 2 GiB of text in a partition.
+_LITE_MAX_BYTES = 1_500_000_000
 
 _LITE_CLIENTS: dict[str, Any] = {}
 # Writes to one Lite file, serialised (see the module docstring); servers take them concurrently.
@@ -498,6 +507,8 @@ class MilvusBackend(Backend):
         self._index = (index or "HNSW").upper()
         self._timeout = _seconds(uri.option("timeout"), _DEFAULT_TIMEOUT_S)
         self._writes: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        # Milvus Lite only: bytes of `size` stored, as last counted plus what was written since.
+        self._lite_bytes: int | None = None
         self._client: Any = self._connect(uri)
 
     def _connect(self, uri: URI) -> Any:
@@ -683,9 +694,58 @@ class MilvusBackend(Backend):
         rows = _rows(batch, self._native)
         self._load()
         with self._writes:
+            if self._lite:
+                self._reserve_lite_bytes(rows)
             # Whole rows in override mode (no partial_update): Milvus 2.6 refuses merge-mode
             # upserts of StructArray fields, and every field is written anyway.
             self._call(self._client.upsert, self.collection, rows)
+
+    def _reserve_lite_bytes(self, rows: list[dict[str, Any]]) -> None:
+        """Refuse a Lite write that would pass ``_LITE_MAX_BYTES`` (see the module docstring).
+
+        The stored total is counted exactly whenever the running estimate nears the limit: the
+        estimate counts a replaced document twice and misses other writers.
+        """
+        added = sum(int(row["size"]) for row in rows)
+        if self._lite_bytes is None or self._lite_bytes + added > _LITE_MAX_BYTES * 0.8:
+            keys = [row["key"] for row in rows]
+            replaced = sum(
+                int(r["size"])
+                for i in range(0, len(keys), _IN_CHUNK)
+                for r in self._query(
+                    f"key in {_in_list(keys[i : i + _IN_CHUNK])}", ["size"], _IN_CHUNK
+                )
+            )
+            self._lite_bytes = self._stored_bytes() - replaced
+        total = self._lite_bytes + added
+        if total > _LITE_MAX_BYTES:
+            raise CapacityError(
+                f"this write would bring Milvus Lite collection {self.collection!r} to "
+                f"{total / 1e9:.2f} GB of token text, metadata and text, over the "
+                f"{_LITE_MAX_BYTES / 1e9:.1f} GB Milvus Lite can compact (past 2 GiB its "
+                "compaction fails on every flush and the collection degrades); use a Milvus "
+                "server (milvus://) or another engine (lancedb://, qdrant+edge://) for a "
+                "collection this large"
+            )
+        self._lite_bytes = total
+
+    def _stored_bytes(self) -> int:
+        """The sum of ``size`` over every stored document, read page by page."""
+        total, offset = 0, 0
+        while True:
+            rows = self._call(
+                self._client.query,
+                self.collection,
+                filter="",
+                output_fields=["size"],
+                limit=_MAX_ROWS,
+                offset=offset,
+                consistency_level="Strong",
+            )
+            total += sum(int(r["size"]) for r in rows)
+            if len(rows) < _MAX_ROWS:
+                return total
+            offset += len(rows)
 
     def delete(self, keys: Sequence[str]) -> None:  # noqa: D102
         self._load()

@@ -359,6 +359,9 @@ def _run_collection(
             "supports_native_multivector": backend.supports_native_multivector,
             "supports_native_prefetch": backend.supports_native_prefetch,
         }
+        # The backend as it opened the collection (secrets masked): names what mode="native"
+        # runs where a collection's layout chooses it (Weaviate's mv_encoding).
+        entry["backend"] = repr(backend)
         for start in range(0, dataset.n_docs, cfg.batch_size):
             stop = min(start + cfg.batch_size, dataset.n_docs)
             col.upsert(dataset.doc_ids[start:stop], [dataset.doc(i) for i in range(start, stop)])
