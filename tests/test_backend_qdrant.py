@@ -43,6 +43,14 @@ class TestQdrantLocalPath(BackendConformance):
         return f"qdrant+local://{tmp_path}"
 
 
+class TestQdrantLocalEngineRerank(BackendConformance):
+    """Local mode reranks here by default; its in-engine path stays available and correct."""
+
+    @pytest.fixture
+    def uri(self, tmp_path: Path) -> str:
+        return f"qdrant+local://{tmp_path}?rerank=engine"
+
+
 @pytest.fixture(scope="module")
 def qdrant_server() -> Iterator[str]:
     with server_uri("qdrant") as uri:

@@ -20,7 +20,8 @@ Flavours (the driver after ``+`` picks one):
   or timeout is tried 3 times in all, with 0.5 s and 1 s pauses, before
   :class:`~multivec.errors.BackendUnavailableError`.
 
-Search: by default multivec's exact rerank runs inside Qdrant (``engine_rerank``): one Query
+Search: by default multivec's exact rerank runs inside Qdrant (``engine_rerank``; not in
+qdrant-client's local mode, whose MaxSim is pure Python and slower than multivec's): one Query
 API request prefetches the candidates by the FDE and scores them with Qdrant's MaxSim over
 ``mv``, which holds the same values as ``_v``. The scores are exact MaxSim up to rounding:
 Qdrant rounds the query to the stored float16 first, which moved scores by up to 1e-4
@@ -389,7 +390,11 @@ class QdrantBackend(Backend):
             raise ConfigurationError(f"hnsw_ef must be a positive integer, got {ef!r}")
         self._hnsw_ef = int(ef)
         self._exact = (uri.option("exact") or "false").lower() in ("1", "true", "yes")
-        rerank = (uri.option("rerank") or "engine").lower()
+        # qdrant-client's local mode scores MaxSim in Python: measured on 2,000 SciFact
+        # passages, its in-engine rerank took 293 ms a query, fetching and scoring here 53 ms.
+        rerank = (
+            uri.option("rerank") or ("client" if self._driver == "local" else "engine")
+        ).lower()
         if rerank not in ("engine", "client"):
             raise ConfigurationError(f"rerank must be 'engine' or 'client', got {rerank!r}")
         self.engine_rerank = rerank == "engine"
