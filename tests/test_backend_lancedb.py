@@ -21,8 +21,8 @@ class TestLanceDB(BackendConformance):
 def test_fde_index_is_built_again_on_every_optimize(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """From _MIN_INDEX_BYTES of FDEs on; rows written since are searched beside it."""
-    monkeypatch.setattr(lancedb_backend, "_MIN_INDEX_BYTES", 500 * 4 * (SMALL_FDE.fde_dim + 1))
+    """An exact scan index, then HNSW from _HNSW_BYTES; rows written since are searched too."""
+    monkeypatch.setattr(lancedb_backend, "_HNSW_BYTES", 1000 * 4 * (SMALL_FDE.fde_dim + 1))
     col = multivec.connect(f"lancedb://{tmp_path}", "c", dim=DIM, fde=SMALL_FDE)
     docs = _corpus(1300)
     table = col.backend._open()  # type: ignore[attr-defined]
@@ -37,7 +37,7 @@ def test_fde_index_is_built_again_on_every_optimize(
     assert indexed() == []  # too few rows to be worth an index: flat scans
     col.upsert(list(range(200, 600)), docs[200:600])
     col.optimize()
-    assert indexed() == [("fde_hnsw", 600)]
+    assert indexed() == [("fde_scan", 600)]
     col.upsert(list(range(600, 1300)), docs[600:])
     hits = col.search(docs[1234], k=1, candidates=50)  # found among the unindexed rows
     assert hits.ids == [1234]
@@ -108,7 +108,7 @@ def test_the_fde_index_finds_the_inner_product_neighbours(
     Its 8-bit vectors blur close inner products, so the exact top 10 is looked for among 100
     candidates (measured: 91 %; a wrong metric or augmentation finds about 1 %).
     """
-    monkeypatch.setattr(lancedb_backend, "_MIN_INDEX_BYTES", 0)
+    monkeypatch.setattr(lancedb_backend, "_HNSW_BYTES", 0)
     col = multivec.connect(f"lancedb://{tmp_path}", "c", dim=DIM, fde=SMALL_FDE)
     docs = _corpus(1300)
     col.upsert(list(range(1300)), docs, metadata=[{"tenth": i % 10 == 0} for i in range(1300)])
