@@ -146,7 +146,7 @@ def run_multivec(
         "fde_dim": config.fde_dim,
         "config": settings,
         "index_s": index_s,
-        "first_stage": "LanceDB IVF_FLAT index on the FDE, every partition probed (exact)",
+        "first_stage": "LanceDB FDE index from optimize(): HNSW over 8-bit vectors at this size",
         "results": results,
     }
 
