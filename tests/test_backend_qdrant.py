@@ -262,3 +262,30 @@ def test_engine_and_client_rerank_return_the_same_hits_and_scores(tmp_path: Path
         assert all(h.metadata == by_id[h.id] for h in engine if h.id in by_id)
     client.close()
     col.close()
+
+
+def test_local_mode_scores_queries_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local mode receives the float32 query itself, FDE and token search alike.
+
+    A validated query reaches local mode as Python floats, and it then upcasts every stored
+    vector to float64 on each search (about 9x slower). This watches the real scoring calls.
+    """
+    from qdrant_client.local import distances
+
+    seen: list[np.dtype] = []
+    dot_product = distances.dot_product
+
+    def watched(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        seen.append(query.dtype)
+        return dot_product(query, vectors)
+
+    monkeypatch.setattr(distances, "dot_product", watched)
+    ids, vectors, metadata = make_corpus(40)
+    col = multivec.connect("qdrant+local://:memory:", "f", dim=DIM, fde=SMALL_FDE)
+    col.upsert(ids, vectors, metadata)
+    assert col.search(vectors[3], k=3, candidates=20).ids[0] == ids[3]
+    assert col.search(vectors[3], k=3, mode="native").ids[0] == ids[3]
+    assert col.search(vectors[3], k=3, candidates=20, mode="native-prefetch").ids[0] == ids[3]
+    col.close()
+    assert seen
+    assert all(dtype == np.float32 for dtype in seen), seen

@@ -770,11 +770,11 @@ class QdrantBackend(Backend):
 
     def _query(
         self,
-        query: Any,
+        query: npt.NDArray[np.float32],
         using: str,
         limit: int,
         filter: Filter | None,
-        prefetch: tuple[Any, int] | None = None,
+        prefetch: tuple[npt.NDArray[np.float32], int] | None = None,
         *,
         keys: bool = True,
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
@@ -797,7 +797,7 @@ class QdrantBackend(Backend):
                 prefetches = [
                     qe.Prefetch(
                         limit=prefetch[1],
-                        query=qe.Query.Nearest(prefetch[0], using="fde"),
+                        query=qe.Query.Nearest(prefetch[0].tolist(), using="fde"),
                         params=self._search_params(prefetch[1]),
                         filter=flt,
                     )
@@ -805,7 +805,7 @@ class QdrantBackend(Backend):
                 flt = None
             request = qe.QueryRequest(
                 limit=limit,
-                query=qe.Query.Nearest(query, using=using),
+                query=qe.Query.Nearest(query.tolist(), using=using),
                 prefetches=prefetches,
                 filter=flt,
                 params=self._search_params(limit) if using == "fde" else None,
@@ -817,7 +817,7 @@ class QdrantBackend(Backend):
             prefetch_ = None
             if prefetch is not None:
                 prefetch_ = models.Prefetch(
-                    query=prefetch[0],
+                    query=self._nearest(prefetch[0]),
                     using="fde",
                     limit=prefetch[1],
                     filter=flt,
@@ -828,7 +828,7 @@ class QdrantBackend(Backend):
                 "search",
                 self._api().query_points,
                 self.collection,
-                query=query,
+                query=self._nearest(query),
                 using=using,
                 prefetch=prefetch_,
                 query_filter=flt,
@@ -842,12 +842,21 @@ class QdrantBackend(Backend):
         found = [p.payload["_k"] if keys else _REF + str(p.id) for p in points]
         return found, np.array([p.score for p in points], dtype=np.float32)
 
+    def _nearest(self, query: npt.NDArray[np.float32]) -> models.NearestQuery:
+        if self._driver == "local":
+            # Unvalidated, so the float32 array itself reaches local mode's numpy scoring.
+            # Validation turns it into Python floats, which local mode scores in float64,
+            # upcasting every stored FDE per search: 62 against 7 ms at 5,000 FDEs.
+            array: Any = np.asarray(query, np.float32)  # not in the model's declared types
+            return models.NearestQuery.model_construct(nearest=array)
+        return models.NearestQuery(nearest=query.tolist())
+
     def ann(  # noqa: D102
         self, fde_query: npt.NDArray[np.float32], limit: int, filter: Filter | None
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
         # Point references, not keys: selecting even one payload field makes Qdrant read the
         # whole payload, token copy included (27 ms more for 200 candidates on Edge).
-        return self._query(fde_query.tolist(), "fde", limit, filter, keys=False)
+        return self._query(fde_query, "fde", limit, filter, keys=False)
 
     def native_search(  # noqa: D102
         self,
@@ -858,13 +867,7 @@ class QdrantBackend(Backend):
         prefetch: tuple[npt.NDArray[np.float32], int] | None = None,
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
         # Qdrant's MAX_SIM with DOT is sum over query tokens of the best dot product: MaxSim.
-        return self._query(
-            query.tolist(),
-            "mv",
-            k,
-            filter,
-            (prefetch[0].tolist(), prefetch[1]) if prefetch is not None else None,
-        )
+        return self._query(query, "mv", k, filter, prefetch)
 
     def _retrieve(self, ids: list[str], payload: Any, vectors: Any) -> list[Any]:
         if self._driver == "edge":
