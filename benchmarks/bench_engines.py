@@ -19,7 +19,9 @@ supports runs over the queries, after 5 warm-up queries:
 ``qdrant-edge-reference-fde`` (``--engines``) loads a second Qdrant Edge collection whose FDE is
 the unfitted reference MUVERA (the SimHash encoding fastembed's ``Muvera`` follows) and runs only
 Qdrant's own prefetch-then-MaxSim at 200, 400 and 800 candidates: Qdrant's native two-stage path
-as its documentation builds it, the baseline multivec must beat.
+as its documentation builds it, the baseline multivec must beat. ``milvus-2.3-server`` starts a
+real Milvus 2.3.5 server here (no Docker, see ``multivec.testing.servers``) and loads it over
+gRPC; its bytes on disk are the server's data directory.
 
 Each mode reports recall@10 against exact brute-force MaxSim over the whole loaded collection,
 the median and p95 wall-clock latency per query, and for ``multivec`` the median of each stage
@@ -32,6 +34,7 @@ Run: ``python benchmarks/bench_engines.py [--docs N] [--queries Q] [--json PATH]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -39,7 +42,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ from benchmarks._data import ScifactVectors, scifact
 from benchmarks.bench_scifact import exact_scores, ndcg_at_10, top_k
 from multivec._collection import SearchMode
 from multivec.muvera import FDEConfig, fit
+from multivec.testing.servers import embedded_milvus_server
 
 K = 10
 BATCH = 500
@@ -65,13 +69,24 @@ ENGINES = {
     "qdrant-edge": "qdrant+edge://{tmp}",
     "milvus-lite": "milvus+lite://{tmp}/m.db",
     "qdrant-local": "qdrant+local://{tmp}",
+    # A real Milvus server started here without Docker: Milvus's embedded distribution, 2.3.5
+    # (multivec.testing.servers.embedded_milvus_server); the URI is the server's.
+    "milvus-2.3-server": "milvus://<embedded server>",
     # Qdrant's own two-stage path as its documentation builds it: an unfitted SimHash MUVERA
     # (Google's reference, which fastembed's Muvera follows) in the prefetch, then Qdrant's MaxSim.
     "qdrant-edge-reference-fde": "qdrant+edge://{tmp}",
 }
 REFERENCE_FDE_ENGINES = {"qdrant-edge-reference-fde"}
 REFERENCE_PREFETCH = (200, 400, 800)
-PACKAGES = ("lancedb", "qdrant-edge-py", "qdrant-client", "pymilvus", "milvus-lite", "numpy")
+PACKAGES = (
+    "lancedb",
+    "qdrant-edge-py",
+    "qdrant-client",
+    "pymilvus",
+    "milvus-lite",
+    "milvus",
+    "numpy",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +198,16 @@ def run_mode(
     return out
 
 
+@contextlib.contextmanager
+def _server(name: str, tmp: str) -> Iterator[str | None]:
+    """The URI of a server this engine needs, started in ``tmp`` and stopped afterwards."""
+    if name != "milvus-2.3-server":
+        yield None
+        return
+    with embedded_milvus_server(tmp) as uri:
+        yield uri
+
+
 def run_engine(
     name: str,
     data: ScifactVectors,
@@ -192,8 +217,8 @@ def run_engine(
     budget_s: float | None,
 ) -> dict[str, Any]:
     """Load ``data`` into a fresh collection of engine ``name`` and run its search modes."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-        uri = ENGINES[name].format(tmp=tmp)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, _server(name, tmp) as server:
+        uri = server or ENGINES[name].format(tmp=tmp)
         fde = (
             FDEConfig.preset("muvera-10240", dim=data.dim)
             if name in REFERENCE_FDE_ENGINES
@@ -201,7 +226,8 @@ def run_engine(
         )
         col = multivec.connect(uri, "scifact", dim=data.dim, fde=fde)
         load_s = load(col, data)
-        disk = dir_bytes(Path(tmp))
+        # A server's stored data only (its etcd and object storage), not its unpacked binaries.
+        disk = dir_bytes(Path(tmp) / "data" if server else Path(tmp))
         entry: dict[str, Any] = {
             "uri": ENGINES[name].format(tmp="<tmp>"),
             "load_s": load_s,

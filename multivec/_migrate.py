@@ -938,14 +938,23 @@ def _copy(
                 if state.dispatched is None or last > state.dispatched:
                     state.dispatched = last
                     ledger.save(state)
-        target._write(
-            [d.id for d in docs],
-            [d.vectors for d in docs],
-            [d.metadata for d in docs],
-            [d.text for d in docs],
-            fdes,
-            new=new,
-        )
+        try:
+            target._write(
+                [d.id for d in docs],
+                [d.vectors for d in docs],
+                [d.metadata for d in docs],
+                [d.text for d in docs],
+                fdes,
+                new=new,
+            )
+        except InvalidInputError as exc:
+            # The collection speaks of this batch only; say what holds for the migration.
+            raise InvalidInputError(
+                f"the target refused a document of the batch {docs[0].id!r}..{docs[-1].id!r}: "
+                f"{exc} in that batch. Earlier batches stay written and recorded in the ledger: "
+                "fix the document in the source and run the same migration again to resume "
+                "(plan_migration, the dry run, lists such documents beforehand)"
+            ) from exc
 
     def commit(batch: _Done) -> None:
         with saving:
@@ -1140,6 +1149,9 @@ def migrate(
         ConfigMismatchError: The target exists with a configuration that cannot hold the source
             exactly (another dimension, a narrower precision, another requested FDE).
         ConfigurationError: Source and target are the same, or another run holds the ledger.
+        InvalidInputError: The target refuses a document (one of its limits, see
+            :func:`plan_migration`); earlier batches stay written, so running the same
+            migration again after fixing the document resumes.
         BackendError: A database failed; what was acknowledged stays in the ledger, so running
             the same migration again resumes.
     """
@@ -1863,7 +1875,7 @@ def plan_migration(
         # The collection's own headroom under a backend's request cap (see Collection).
         request_bytes = None if request is None else int(request * 0.8)
         profile = _profile(
-            src, sample, FDEEncoder(info.fde), request_bytes, type(backend).document_problem
+            src, sample, FDEEncoder(info.fde), request_bytes, backend.document_problem
         )
         if profile.refused:
             problems.append(

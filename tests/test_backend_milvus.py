@@ -31,7 +31,7 @@ from multivec.errors import (
     InvalidInputError,
 )
 from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
-from multivec.testing.servers import MilvusLiteServer, server_uri
+from multivec.testing.servers import MilvusLiteServer, embedded_milvus_server, server_uri
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,23 @@ class TestMilvusServer(BackendConformance):
     @pytest.fixture
     def uri(self, milvus_server: str) -> str:
         return milvus_server
+
+
+@pytest.fixture(scope="module")
+def milvus_embedded() -> Iterator[str]:
+    pytest.importorskip(
+        "milvus", reason="the embedded Milvus server needs the 'milvus' package (Linux x86-64)"
+    )
+    with embedded_milvus_server() as uri:
+        yield uri
+
+
+class TestMilvusEmbeddedServer(BackendConformance):
+    """The suite on a real Milvus server, 2.3.5, started here without Docker."""
+
+    @pytest.fixture
+    def uri(self, milvus_embedded: str) -> str:
+        return milvus_embedded
 
 
 def _with_option(uri: str, option: str) -> str:
@@ -543,3 +560,15 @@ def test_lite_refuses_a_write_past_what_its_compaction_can_merge(
         col.upsert(ids[:3], vectors[:3], metadata[:3])  # replacing stored documents adds nothing
     finally:
         col.drop()
+
+
+@pytest.mark.parametrize(
+    ("version", "nullable"),
+    [(None, True), ("v2.3.5-lite", False), ("v2.4.23", False), ("v2.5.0", True), ("v2.6.22", True)],
+)
+def test_text_is_nullable_from_milvus_25(version: str | None, nullable: bool) -> None:
+    assert milvus_module._nullable_text(version) is nullable
+    schema, _ = milvus_module._schema(_info(), "HNSW", None, nullable)
+    described = _described(schema)
+    assert bool(described["fields"][-1].get("nullable")) is nullable
+    assert milvus_module._stored_nullable_text(described) is nullable

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from multivec.errors import (
 )
 from multivec.ingest import default_encoder
 from multivec.muvera import FDEConfig, FDEEncoder
-from multivec.testing.servers import MilvusLiteServer, server_uri
+from multivec.testing.servers import MilvusLiteServer, embedded_milvus_server, server_uri
 
 pytestmark = pytest.mark.slow
 
@@ -736,7 +736,7 @@ def test_cli_migrate_verify_export_import(
 
 
 def test_migrate_to_a_milvus_server_and_back(source: Callable[[str], str], tmp_path: Path) -> None:
-    """A real ``milvus://`` server (Milvus Lite's gRPC server in a child process), no Docker."""
+    """A ``milvus://`` server without Docker: Milvus Lite's gRPC server in a child process."""
     pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
     with MilvusLiteServer() as server:
         there = multivec.migrate(
@@ -755,6 +755,40 @@ def test_migrate_to_a_milvus_server_and_back(source: Callable[[str], str], tmp_p
             collection="mv",
             ledger_dir=tmp_path,
             queries=5,
+        )
+        assert back.verification is not None
+        assert back.verification.ok
+        assert back.total_documents == N_DOCS
+
+
+def test_migrate_to_a_real_milvus_23_server_and_back(corpus: Corpus, tmp_path: Path) -> None:
+    """A real Milvus 2.3.5 server, no Docker.
+
+    It has no nullable fields: the corpus's one empty text is refused, naming the document, and
+    once the source holds no text there instead the same migration resumes and goes there and
+    back exactly.
+    """
+    pytest.importorskip("milvus", reason="the embedded Milvus server needs the 'milvus' package")
+    empty = corpus.texts.index("")
+    with embedded_milvus_server() as uri:
+        src = f"lancedb://{tmp_path}/src"
+        corpus.load(src, "src").close()
+        with pytest.raises(
+            InvalidInputError, match=f"document '{corpus.ids[empty]}' has an empty text"
+        ) as refused:
+            multivec.migrate(
+                src, uri, collection="src", target_collection="mv", ledger_dir=tmp_path
+            )
+        assert "run the same migration again to resume" in str(refused.value)
+        texts = [None if text == "" else text for text in corpus.texts]
+        replace(corpus, texts=texts).load(src, "src").close()
+        there = multivec.migrate(
+            src, uri, collection="src", target_collection="mv", ledger_dir=tmp_path, queries=5
+        )
+        assert there.verification is not None
+        assert there.verification.ok
+        back = multivec.migrate(
+            uri, f"lancedb://{tmp_path}/back", collection="mv", ledger_dir=tmp_path, queries=5
         )
         assert back.verification is not None
         assert back.verification.ok

@@ -184,8 +184,7 @@ class Backend(ABC):
         """The database server's version as it reports it; ``None`` for embedded engines."""
         return None
 
-    @classmethod
-    def document_problem(cls, key: str, metadata: dict[str, Any], text: str | None) -> str | None:
+    def document_problem(self, key: str, metadata: dict[str, Any], text: str | None) -> str | None:
         """Why this database cannot store a document exactly, or ``None`` when it can.
 
         For limits of the database itself (value sizes, characters), checked for every document

@@ -25,7 +25,8 @@ field          Milvus type                          why
 ``size``       INT64                                bytes of tokens + meta + text, to plan reads
 ``meta``       JSON                                 the metadata exactly as given (returned)
 ``fmeta``      JSON                                 a filter shadow of ``meta``, split by kind
-``text``       VARCHAR(65535), nullable             the source text
+``text``       VARCHAR(65535), nullable             the source text (not nullable before Milvus
+                                                    2.5, which lacks them: ``""`` for no text)
 ``tokens_mv``  ARRAY<STRUCT{emb: vector(dim)}>, up  only with ``?native=maxsim`` (servers): a copy
                to 4,096; HNSW MAX_SIM_IP index      of the tokens for Milvus's own MaxSim search
 =============  ===================================  ============================================
@@ -78,7 +79,8 @@ Quirks handled here:
   to ``1`` and does not support ``in`` on JSON paths, so filters are evaluated over ``fmeta``,
   which keeps top-level strings, numbers, booleans and lists of each under separate sub-objects
   (``fmeta["s"]``, ``["n"]``, ``["b"]``, ``["ls"]``, ``["ln"]``, ``["lb"]``); every condition is
-  guarded with ``exists`` so ``not`` never meets a null.
+  guarded with ``exists`` so ``not`` never meets a null, in parentheses of its own, since
+  Milvus 2.3 reads ``exists a and b`` as ``exists (a and b)``.
 * Texts longer than 65,535 UTF-8 bytes and metadata over 65,536 bytes are refused (Milvus's
   VARCHAR and JSON limits); store long texts elsewhere and keep a reference in metadata.
 
@@ -179,6 +181,8 @@ _NATIVE_METRIC = "MAX_SIM_IP"
 _NATIVE_CAPACITY = 4_096
 # StructArray with EmbeddingList search appeared in 2.6.4; FLOAT16 subfields in 3.0.
 _NATIVE_SINCE = (2, 6, 4)
+# Nullable fields; before, ``text`` is a plain VARCHAR (see the module docstring).
+_NULLABLE_SINCE = (2, 5, 0)
 _FLOAT16_STRUCTS_SINCE = (3, 0, 0)
 _LITE_HAS_NO_NATIVE = (
     "native=maxsim needs a Milvus server (2.6.4+): Milvus Lite has no StructArray fields or "
@@ -237,8 +241,10 @@ def _path(group: str, field: str) -> str:
 
 
 def _guarded(path: str, condition: str) -> str:
-    # exists first: without it a missing key yields null, and not(null) is not true.
-    return f"(exists {path} and {condition})"
+    # exists first: without it a missing key yields null, and not(null) is not true. In its own
+    # parentheses: Milvus 2.3's grammar gives `exists` the lowest precedence, so
+    # `exists a and b` is `exists (a and b)` there, which it refuses.
+    return f"((exists {path}) and {condition})"
 
 
 def _eq(field: str, value: Scalar) -> str:
@@ -375,7 +381,28 @@ def _stored_native(described: dict[str, Any]) -> _NativeLayout | None:
     return None
 
 
-def _schema(info: CollectionInfo, index_type: str, native: _NativeLayout | None) -> tuple[Any, Any]:
+def _nullable_text(server_version: str | None) -> bool:
+    """Whether a new collection's ``text`` field can be nullable on a server of this version."""
+    version = _version(server_version)
+    return version is None or version >= _NULLABLE_SINCE
+
+
+def _stored_nullable_text(described: dict[str, Any]) -> bool:
+    """Whether the described collection's ``text`` field is nullable."""
+    for field in described.get("fields") or []:
+        if field.get("name") == "text":
+            return bool(field.get("nullable"))
+    raise ConfigurationError(
+        "this Milvus collection has no 'text' field; multivec did not create it"
+    )
+
+
+def _schema(
+    info: CollectionInfo,
+    index_type: str,
+    native: _NativeLayout | None,
+    nullable_text: bool = True,
+) -> tuple[Any, Any]:
     """The schema and index parameters that :meth:`MilvusBackend.create` creates a collection with.
 
     ``native`` adds the ``tokens_mv`` StructArray and its ``MAX_SIM_IP`` index.
@@ -393,7 +420,7 @@ def _schema(info: CollectionInfo, index_type: str, native: _NativeLayout | None)
     schema.add_field("size", DataType.INT64)
     schema.add_field("meta", DataType.JSON)
     schema.add_field("fmeta", DataType.JSON)
-    schema.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=True)
+    schema.add_field("text", DataType.VARCHAR, max_length=_MAX_TEXT_BYTES, nullable=nullable_text)
     index = MilvusClient.prepare_index_params()
     hnsw = {"M": 16, "efConstruction": 200}
     index.add_index(
@@ -421,8 +448,13 @@ def _schema(info: CollectionInfo, index_type: str, native: _NativeLayout | None)
     return schema, index
 
 
-def _rows(batch: WriteBatch, native: _NativeLayout | None) -> list[dict[str, Any]]:
-    """The rows that store ``batch``; with ``native``, each also carries its ``tokens_mv`` copy."""
+def _rows(
+    batch: WriteBatch, native: _NativeLayout | None, nullable_text: bool = True
+) -> list[dict[str, Any]]:
+    """The rows that store ``batch``; with ``native``, each also carries its ``tokens_mv`` copy.
+
+    Without ``nullable_text`` a missing text is stored as ``""``.
+    """
     rows = []
     for i, key in enumerate(batch.keys):
         text = batch.texts[i]
@@ -441,7 +473,7 @@ def _rows(batch: WriteBatch, native: _NativeLayout | None) -> list[dict[str, Any
             "size": size,
             "meta": meta,
             "fmeta": _filter_shadow(meta),
-            "text": text,
+            "text": text if text is not None or nullable_text else "",
         }
         if native is not None:
             tokens = np.ascontiguousarray(batch.vectors[i], dtype=native.dtype)
@@ -499,6 +531,9 @@ class MilvusBackend(Backend):
         if self._lite and self._native_requested:
             raise ConfigurationError(_LITE_HAS_NO_NATIVE)
         self._native: _NativeLayout | None = None
+        # Whether `text` can store a missing text as null: the server's ability until a
+        # collection is opened or created, then its schema's (load_info, create).
+        self._nullable_text = True
         self._dim = 0
         self._dtype = "float16"
         self._loaded = False
@@ -510,6 +545,12 @@ class MilvusBackend(Backend):
         # Milvus Lite only: bytes of `size` stored, as last counted plus what was written since.
         self._lite_bytes: int | None = None
         self._client: Any = self._connect(uri)
+        if not self._lite:
+            try:
+                self._nullable_text = _nullable_text(self.server_version())
+            except BaseException:
+                self.close()
+                raise
 
     def _connect(self, uri: URI) -> Any:
         if self._lite:
@@ -594,6 +635,7 @@ class MilvusBackend(Backend):
                 "be added or removed later, so leave the option out to open it as it is"
             )
         self._dim, self._dtype = info.dim, info.dtype
+        self._nullable_text = _stored_nullable_text(described)
         self._use_native(native)
         self._load()
         return info
@@ -605,12 +647,13 @@ class MilvusBackend(Backend):
                     f"the {what} {dim} exceeds Milvus's limit of {_MAX_DIM} "
                     "(enforced here because Milvus Lite would accept it)"
                 )
+        version = self.server_version()
         native = None
         if self._native_requested:
-            native = _native_layout(info.dtype, self.server_version())
+            native = _native_layout(info.dtype, version)
         self._dim, self._dtype = info.dim, info.dtype
         client = self._client
-        schema, index = _schema(info, self._index, native)
+        schema, index = _schema(info, self._index, native, _nullable_text(version))
         existed = self._call(client.has_collection, self.collection)
         failure: BackendError | None = None
         if not existed:
@@ -628,10 +671,13 @@ class MilvusBackend(Backend):
                 if not self._call(client.has_collection, self.collection):
                     raise
                 failure = exc
+        # The schema Milvus kept, not the one sent (or an existing one's, after a retried create):
+        # a server without StructArray support may create the collection without the field and
+        # fail only on its index.
+        described = self._call(client.describe_collection, self.collection)
+        self._nullable_text = _stored_nullable_text(described)
         if native is not None:
-            # The schema Milvus kept, not the one sent: a server without StructArray support
-            # may create the collection without the field and fail only on its index.
-            native = _stored_native(self._call(client.describe_collection, self.collection))
+            native = _stored_native(described)
             if native is None:
                 if not existed:
                     self._call(client.drop_collection, self.collection)
@@ -663,9 +709,8 @@ class MilvusBackend(Backend):
 
     # --- writes ------------------------------------------------------------------------------
 
-    @classmethod
     def document_problem(  # noqa: D102
-        cls, key: str, metadata: dict[str, Any], text: str | None
+        self, key: str, metadata: dict[str, Any], text: str | None
     ) -> str | None:
         if any(ord(ch) < 0x20 and ch not in "\n\t\r" for ch in key):
             # Reads select by key in an expression, and Milvus string literals have no escape
@@ -673,6 +718,12 @@ class MilvusBackend(Backend):
             return (
                 f"document id {key[2:]!r} contains a control character Milvus filters cannot "
                 "express; use another id"
+            )
+        if text == "" and not self._nullable_text:
+            return (
+                f"document {key[2:]!r} has an empty text, which this Milvus collection cannot "
+                "tell from no text: its text field is not nullable (created on Milvus before "
+                "2.5); pass None for no text, or use Milvus 2.5 or later"
             )
         if text is not None and len(text.encode("utf-8")) > _MAX_TEXT_BYTES:
             return (
@@ -691,7 +742,7 @@ class MilvusBackend(Backend):
         return None
 
     def upsert(self, batch: WriteBatch) -> None:  # noqa: D102
-        rows = _rows(batch, self._native)
+        rows = _rows(batch, self._native, self._nullable_text)
         self._load()
         with self._writes:
             if self._lite:
@@ -856,6 +907,8 @@ class MilvusBackend(Backend):
         if with_metadata:
             metadata = [dict(found[k]["meta"] or {}) for k in ordered]
             texts = [found[k].get("text") for k in ordered]
+            if not self._nullable_text:
+                texts = [text or None for text in texts]
         return decode_tokens(
             ordered,
             ["".join(found[k]["tokens"]) for k in ordered],

@@ -10,10 +10,12 @@ For each server kind the tests use, in this order:
 
 :class:`MilvusLiteServer` runs Milvus Lite's own gRPC server in a child process: a real Milvus
 protocol server without Docker, for the server code path and its fault tests.
+:func:`embedded_milvus_server` runs a real (older) Milvus server without Docker.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -33,6 +36,7 @@ __all__ = [
     "MilvusLiteServer",
     "container_data_bytes",
     "docker_unavailable_reason",
+    "embedded_milvus_server",
     "free_port",
     "server_uri",
     "start_container",
@@ -382,3 +386,49 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def embedded_milvus_server(base_dir: str | None = None) -> Iterator[str]:
+    """Run a real Milvus 2.3 server in a child process, without Docker; yield its multivec URI.
+
+    The ``milvus`` package (Milvus's embedded distribution, discontinued after 2.3.5) ships the
+    Milvus standalone binary with its own etcd and local storage: the server's own proxy, query
+    and data nodes, so consistency levels, request limits, upserts and filter parsing are the
+    real server's, unlike :class:`MilvusLiteServer`. It is older than the pinned image: it has
+    no nullable fields (multivec then stores a missing text as ``""``) and no StructArray, so no
+    ``native=maxsim``. Linux x86-64 and macOS arm64 only. The server stops on exit.
+
+    Args:
+        base_dir: Where it unpacks its binaries (``bin/``) and keeps its data (``data/``); a new
+            temporary directory, removed on exit, when ``None``.
+
+    Raises:
+        RuntimeError: The server did not start; the message carries the end of its log.
+    """
+    from milvus import MilvusServer
+
+    data_dir = base_dir or tempfile.mkdtemp(prefix="milvus-embedded-")
+    server = MilvusServer()
+    server.set_base_dir(data_dir)
+    server.listen_port = free_port()
+    try:
+        try:
+            with warnings.catch_warnings():
+                # Its port probing leaves sockets to the garbage collector; collected here,
+                # with their ResourceWarning ignored, they cannot fail a later test.
+                warnings.simplefilter("ignore", ResourceWarning)
+                server.start()  # waits for the server's health endpoint
+                gc.collect()
+        except (RuntimeError, TimeoutError) as exc:
+            log = os.path.join(data_dir, "logs", "milvus-stderr.log")
+            with open(log, errors="replace") as f:
+                tail = f.read()[-4000:]
+            raise RuntimeError(
+                f"the embedded Milvus server did not start ({exc}):\n{tail}"
+            ) from exc
+        yield f"milvus://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()
+        if base_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
