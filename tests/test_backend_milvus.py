@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +78,32 @@ class TestMilvusEmbeddedServer(BackendConformance):
     @pytest.fixture
     def uri(self, milvus_embedded: str) -> str:
         return milvus_embedded
+
+
+def test_consistency_option() -> None:
+    parse = milvus_module._consistency_option
+    assert parse(URI.parse("milvus://h:19530")) == "Session"
+    assert parse(URI.parse("milvus://h:19530?consistency=STRONG")) == "Strong"
+    with pytest.raises(ConfigurationError, match="consistency must be one of"):
+        parse(URI.parse("milvus://h:19530?consistency=linearizable"))
+
+
+def test_another_processs_writes_are_read_with_strong_consistency(milvus_embedded: str) -> None:
+    """Session consistency covers this process's writes; ``strong`` also another process's."""
+    name = f"x_{uuid.uuid4().hex[:10]}"
+    with multivec.connect(milvus_embedded, name, dim=DIM, fde=SMALL_FDE) as col:
+        col.upsert(["here"], [np.ones((3, DIM), np.float32)])
+        assert col.count() == 1  # read-your-writes under Session
+    writer = (
+        "import sys, numpy as np, multivec\n"
+        "col = multivec.connect(sys.argv[1], sys.argv[2])\n"
+        "col.upsert(['there'], [np.ones((3, col.info.dim), np.float32)])\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, milvus_embedded, name], check=True)
+    with multivec.connect(f"{milvus_embedded}?consistency=strong", name) as col:
+        assert col.count() == 2
+        assert [d.id for d in col.get(["there"])] == ["there"]
+        col.drop()
 
 
 def _with_option(uri: str, option: str) -> str:

@@ -4,17 +4,19 @@ What they prove (the issue's words): a server that is unreachable, slow or drops
 a clear, typed error after bounded retries with backoff; a partially failed batch reports
 exactly which documents were and were not written; nothing is dropped silently.
 
-The Milvus server is Milvus Lite's own gRPC server in a child process
-(:class:`~multivec.testing.servers.MilvusLiteServer`): ``milvus://`` URIs then take multivec's
-server code path for real, with no Docker. Faults come from killing that process, or from
-:class:`FaultProxy`, a TCP proxy in front of a port that can pass traffic through, delay it, cut
-every connection after a byte budget, or swallow it (a black hole). Qdrant and Weaviate are
-tested only where no server is needed: a closed port, or a black hole.
+The Milvus servers run here without Docker: Milvus Lite's own gRPC server in a child process
+(:class:`~multivec.testing.servers.MilvusLiteServer`), and for the proxy faults also a real
+Milvus 2.3.5 server (:func:`~multivec.testing.servers.embedded_milvus_server`); ``milvus://``
+URIs take multivec's server code path for real. Faults come from killing the Lite server's
+process, or from :class:`FaultProxy`, a TCP proxy in front of a port that can pass traffic
+through, delay it, cut every connection after a byte budget, or swallow it (a black hole).
+Qdrant and Weaviate are tested only where no server is needed: a closed port, or a black hole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import select
 import socket
@@ -39,7 +41,7 @@ from multivec.backends import milvus as milvus_module
 from multivec.backends._base import WriteBatch
 from multivec.errors import BackendUnavailableError, PartialWriteError
 from multivec.testing import DIM, SMALL_FDE, BackendConformance, make_corpus
-from multivec.testing.servers import MilvusLiteServer, free_port
+from multivec.testing.servers import MilvusLiteServer, embedded_milvus_server, free_port
 
 # The documented retry schedules: attempts, and the total of the backoff sleeps between them.
 MILVUS_TRIES, MILVUS_BACKOFF_S = 4, 0.5 + 1 + 2
@@ -263,10 +265,29 @@ def milvus_lite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mil
         yield server
 
 
+@dataclasses.dataclass(frozen=True)
+class _Server:
+    uri: str
+    port: int
+
+
+@pytest.fixture(scope="module", params=["lite-grpc", "milvus-2.3.5"])
+def milvus_server(
+    request: pytest.FixtureRequest, milvus_lite_server: MilvusLiteServer
+) -> Iterator[_Server]:
+    """Each Milvus server that runs here, for the proxy faults."""
+    if request.param == "lite-grpc":
+        yield _Server(milvus_lite_server.uri, milvus_lite_server.port)
+        return
+    pytest.importorskip("milvus", reason="the embedded Milvus server needs the 'milvus' package")
+    with embedded_milvus_server() as uri:
+        yield _Server(uri, int(uri.rsplit(":", 1)[1]))
+
+
 @pytest.fixture
-def proxy(milvus_lite_server: MilvusLiteServer) -> Iterator[FaultProxy]:
-    """A pass-through proxy in front of the module's Milvus Lite server."""
-    with FaultProxy(milvus_lite_server.port) as fault_proxy:
+def proxy(milvus_server: _Server) -> Iterator[FaultProxy]:
+    """A pass-through proxy in front of the server."""
+    with FaultProxy(milvus_server.port) as fault_proxy:
         yield fault_proxy
 
 
@@ -364,14 +385,12 @@ def test_black_hole_on_connect_raises_unavailable(proxy: FaultProxy) -> None:
     assert proxy.accepted >= 1
 
 
-def test_delayed_server_times_out_then_recovers(
-    proxy: FaultProxy, milvus_lite_server: MilvusLiteServer
-) -> None:
+def test_delayed_server_times_out_then_recovers(proxy: FaultProxy, milvus_server: _Server) -> None:
     """Milvus: replies slower than the timeout give BackendUnavailableError; then it recovers."""
     name = _name("slow")
     ids, vectors, metadata = make_corpus(10)
     # Created directly: a create retried after a timeout is not what this test is about.
-    with multivec.connect(milvus_lite_server.uri, name, dim=DIM, fde=SMALL_FDE) as direct:
+    with multivec.connect(milvus_server.uri, name, dim=DIM, fde=SMALL_FDE) as direct:
         direct.upsert(ids, vectors, metadata)
     col = multivec.connect(f"milvus://127.0.0.1:{proxy.port}?timeout={FAST_TIMEOUT_S}", name)
     try:
@@ -410,7 +429,7 @@ def test_qdrant_black_hole_raises_unavailable() -> None:
 
 
 def test_connection_cut_mid_batch_reports_the_exact_split(
-    proxy: FaultProxy, milvus_lite_server: MilvusLiteServer, monkeypatch: pytest.MonkeyPatch
+    proxy: FaultProxy, milvus_server: _Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A connection cut inside the 3rd request: written = requests 1-2, unconfirmed = 3rd."""
     monkeypatch.setattr(milvus_module.MilvusBackend, "max_request_bytes", SMALL_REQUEST_BYTES)
@@ -444,7 +463,7 @@ def test_connection_cut_mid_batch_reports_the_exact_split(
     _assert_partition(err, ids)
     assert isinstance(err.__cause__, BackendUnavailableError)
 
-    direct = multivec.connect(milvus_lite_server.uri, col.name)
+    direct = multivec.connect(milvus_server.uri, col.name)
     try:
         index = {i: n for n, i in enumerate(ids)}
         pick = [index[i] for i in err.written]
