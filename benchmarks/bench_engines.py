@@ -199,7 +199,7 @@ def run_mode(
 
 
 @contextlib.contextmanager
-def _server(name: str, tmp: str) -> Iterator[str | None]:
+def engine_server(name: str, tmp: str) -> Iterator[str | None]:
     """The URI of a server this engine needs, started in ``tmp`` and stopped afterwards."""
     if name != "milvus-2.3-server":
         yield None
@@ -217,7 +217,10 @@ def run_engine(
     budget_s: float | None,
 ) -> dict[str, Any]:
     """Load ``data`` into a fresh collection of engine ``name`` and run its search modes."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, _server(name, tmp) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
+        engine_server(name, tmp) as server,
+    ):
         uri = server or ENGINES[name].format(tmp=tmp)
         fde = (
             FDEConfig.preset("muvera-10240", dim=data.dim)

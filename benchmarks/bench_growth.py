@@ -16,6 +16,9 @@ latency, and the median of each multivec stage. The FDE configuration is the one
 
 Sub-linear means: latency at 50k divided by latency at 5k is well below 50,000 / 5,000 = 10.
 
+``--engines milvus-2.3-server`` (not in the default set) grows a collection on a real Milvus
+2.3.5 server started here without Docker (see ``bench_engines.py``).
+
 Run: ``python benchmarks/bench_growth.py [--sizes 5000 20000 50000] [--queries 100]
 [--engines ...] [--json PATH]`` (set ``OPENBLAS_THREAD_TIMEOUT=1`` on a shared machine).
 """
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multivec
 from benchmarks._data import ScifactVectors, cache_dir, scifact
-from benchmarks.bench_engines import FIT_SAMPLE, dir_bytes, versions
+from benchmarks.bench_engines import FIT_SAMPLE, dir_bytes, engine_server, versions
 from benchmarks.bench_scifact import top_k
 from multivec._collection import SearchMode
 from multivec.muvera import FDEConfig, fit
@@ -82,6 +85,8 @@ ENGINES: dict[str, tuple[str, list[Variant]]] = {
         ],
     ),
     "milvus-lite": ("milvus+lite://{tmp}/m.db", [Variant("multivec@200", "", "multivec")]),
+    # A real Milvus 2.3.5 server started here (see bench_engines); not in the default set.
+    "milvus-2.3-server": ("milvus://<embedded server>", [Variant("multivec@200", "", "multivec")]),
 }
 
 
@@ -200,8 +205,11 @@ def run_engine(
 ) -> None:
     template, variants = ENGINES[name]
     entry: dict[str, Any] = report["engines"].setdefault(name, {"sizes": []})
-    with tempfile.TemporaryDirectory(prefix=f"growth-{name}-") as tmp:
-        uri = template.format(tmp=tmp)
+    with (
+        tempfile.TemporaryDirectory(prefix=f"growth-{name}-") as tmp,
+        engine_server(name, tmp) as server,
+    ):
+        uri = server or template.format(tmp=tmp)
         col = multivec.connect(uri, "growth", dim=corpus.tokens.shape[1], fde=config)
         loaded, load_s = 0, 0.0
         for size in sizes:
@@ -216,7 +224,7 @@ def run_engine(
             point: dict[str, Any] = {
                 "docs": size,
                 "load_s_total": load_s,
-                "bytes_per_doc": dir_bytes(Path(tmp)) / size,
+                "bytes_per_doc": dir_bytes(Path(tmp) / "data" if server else Path(tmp)) / size,
                 "variants": [],
             }
             print(f"{name} at {size}: loaded in {load_s:.0f} s so far", flush=True)
@@ -260,7 +268,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 50000])
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=list(ENGINES),
+        default=[name for name in ENGINES if name != "milvus-2.3-server"],
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     sizes = sorted(args.sizes)

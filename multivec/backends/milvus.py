@@ -190,6 +190,9 @@ _NATIVE_CAPACITY = 4_096
 # StructArray with EmbeddingList search appeared in 2.6.4; FLOAT16 subfields in 3.0.
 _NATIVE_SINCE = (2, 6, 4)
 _CONSISTENCY_LEVELS = ("session", "strong", "bounded", "eventually")
+# How long a server's optimize() waits for its index build (HNSW over 50,000 10240-d FDEs on 2
+# cores takes minutes).
+_INDEX_WAIT_S = 1800.0
 # Nullable fields; before, ``text`` is a plain VARCHAR (see the module docstring).
 _NULLABLE_SINCE = (2, 5, 0)
 _FLOAT16_STRUCTS_SINCE = (3, 0, 0)
@@ -977,10 +980,32 @@ class MilvusBackend(Backend):
 
         Until then recent rows sit in a growing segment that every search scans; in Milvus
         Lite that scan converts them to arrays per search (an ANN of 200 candidates over 1,000
-        fresh documents: 220 ms before, 55 ms after). Servers also seal by themselves.
+        fresh documents: 220 ms before, 55 ms after). Servers also seal by themselves, and build
+        the index of sealed segments in the background; a server's ``optimize()`` waits until
+        the FDE index covers every row, so that searches after it use the index (see
+        :meth:`_wait_for_index`).
         """
         self._load()
         self._call(self._client.flush, self.collection)
+        if not self._lite:
+            self._wait_for_index()
+
+    def _wait_for_index(self) -> None:
+        # Until its index is built, a sealed segment is searched without it: a Milvus 2.3.5
+        # server then found 0.940 recall@10 at 5,000 SciFact passages instead of 0.974.
+        deadline = time.monotonic() + _INDEX_WAIT_S
+        while True:
+            state = self._call(self._client.describe_index, self.collection, "fde")
+            if state and int(state.get("indexed_rows", 0)) >= int(state.get("total_rows", 0)):
+                return
+            if time.monotonic() > deadline:
+                raise BackendUnavailableError(
+                    f"Milvus at {self.uri} has indexed {state.get('indexed_rows')} of "
+                    f"{state.get('total_rows')} rows of {self.collection!r} after "
+                    f"{_INDEX_WAIT_S:.0f} s; searches work meanwhile, at lower recall; call "
+                    "optimize() again to wait longer"
+                )
+            time.sleep(0.5)
 
     def server_version(self) -> str | None:  # noqa: D102
         if self._lite:
